@@ -1,0 +1,130 @@
+"""Spark and Ray sessions built from config alone."""
+
+from __future__ import annotations
+
+import glob
+import logging
+import os
+import pathlib
+from typing import TYPE_CHECKING
+
+from sid.config import RayConfig, SparkConfig
+from sid.errors import ConfigError
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+__all__ = ["DELTA_MAVEN_VERSION", "build_spark", "init_ray", "loopback_environment"]
+
+logger = logging.getLogger(__name__)
+
+# Maven version of io.delta:delta-spark; must match the delta-spark pin in setup.cfg.
+DELTA_MAVEN_VERSION = "4.4.0"
+
+# Telemetry off and every service on loopback (see README, "Settings").
+LOOPBACK_ENVIRONMENT = {
+    "SPARK_LOCAL_IP": "127.0.0.1",
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "DO_NOT_TRACK": "true",
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+}
+
+
+def loopback_environment() -> None:
+    """Set the telemetry and loopback variables unless the caller set them already."""
+    for key, value in LOOPBACK_ENVIRONMENT.items():
+        os.environ.setdefault(key, value)
+
+
+def build_spark(config: SparkConfig) -> SparkSession:
+    """Return a SparkSession with Delta Lake and a persistent metastore.
+
+    Locally (``master`` local[...]) tables and an embedded Derby metastore live under
+    ``warehouse_dir``, so a later session sees the same tables. ``metastore_uri`` points at
+    a shared Hive metastore instead. ``extra_conf`` is applied last and wins.
+    """
+    from pyspark.sql import SparkSession
+
+    loopback_environment()
+    warehouse = pathlib.Path(config.warehouse_dir).resolve()
+    warehouse.mkdir(parents=True, exist_ok=True)
+
+    builder = (
+        SparkSession.builder.master(config.master)
+        .appName(config.app_name)
+        .config("spark.sql.extensions", "io.delta.sql.DeltaSparkSessionExtension")
+        .config("spark.sql.catalog.spark_catalog", "org.apache.spark.sql.delta.catalog.DeltaCatalog")
+        .config("spark.sql.warehouse.dir", str(warehouse))
+        .config("spark.sql.shuffle.partitions", str(config.shuffle_partitions))
+        .config("spark.driver.memory", config.driver_memory)
+        .config("spark.ui.showConsoleProgress", "false")
+        .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+        .config("spark.databricks.delta.snapshotPartitions", "2")
+    )
+    if config.master.startswith("local"):
+        builder = builder.config("spark.driver.host", "127.0.0.1").config("spark.driver.bindAddress", "127.0.0.1")
+    if config.metastore_uri:
+        builder = builder.config("spark.hadoop.hive.metastore.uris", config.metastore_uri)
+    else:
+        derby = warehouse / "metastore_db"
+        builder = (
+            builder.config("spark.hadoop.javax.jdo.option.ConnectionURL", f"jdbc:derby:;databaseName={derby};create=true")
+            .config("spark.driver.extraJavaOptions", f"-Dderby.system.home={warehouse}")
+        )
+    builder = _with_delta_jars(builder, config)
+    for key, value in config.extra_conf.items():
+        builder = builder.config(key, value)
+
+    spark = builder.enableHiveSupport().getOrCreate()
+    spark.sparkContext.setLogLevel("WARN")
+    _check_delta_available(spark)
+    return spark
+
+
+def _with_delta_jars(builder, config: SparkConfig):
+    """Put Delta's jars on the classpath: a local folder when present, else Maven coordinates."""
+    import pyspark
+
+    jars = sorted(glob.glob(str(pathlib.Path(config.delta_jars_dir or "").resolve() / "*.jar"))) if config.delta_jars_dir else []
+    if jars:
+        return builder.config("spark.jars", ",".join(jars))
+    spark_minor = ".".join(pyspark.__version__.split(".")[:2])
+    coordinate = f"io.delta:delta-spark_{spark_minor}_2.13:{DELTA_MAVEN_VERSION}"
+    logger.info("no Delta jars in spark.delta_jars_dir=%s; resolving %s", config.delta_jars_dir, coordinate)
+    return builder.config("spark.jars.packages", coordinate)
+
+
+def _check_delta_available(spark: SparkSession) -> None:
+    jvm = spark.sparkContext._jvm
+    try:
+        jvm.java.lang.Class.forName(
+            "io.delta.sql.DeltaSparkSessionExtension", True, jvm.Thread.currentThread().getContextClassLoader()
+        )
+    except Exception as error:  # py4j wraps ClassNotFoundException
+        raise ConfigError(
+            "Delta Lake classes are not on Spark's classpath. Under spark-submit pass them on the "
+            "command line: scripts/spark-submit.sh adds --jars .delta-jars/*.jar, or use "
+            f"--packages io.delta:delta-spark_<spark major.minor>_2.13:{DELTA_MAVEN_VERSION}"
+        ) from error
+
+
+def init_ray(config: RayConfig) -> None:
+    """Connect to Ray at ``config.address`` or start a local runtime; reuse one already up."""
+    import ray
+
+    loopback_environment()
+    if ray.is_initialized():
+        return
+    if config.address:
+        ray.init(address=config.address, logging_level=logging.WARNING)
+        return
+    ray.init(
+        num_cpus=config.num_cpus,
+        include_dashboard=config.include_dashboard,
+        logging_level=logging.WARNING,
+        _node_ip_address="127.0.0.1",
+    )

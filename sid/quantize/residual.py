@@ -1,0 +1,123 @@
+"""Greedy residual encoding shared by every residual quantizer.
+
+Residual quantization (as in TIGER, "Recommender Systems with Generative Retrieval",
+arXiv 2305.05065, and FORGE, arXiv 2509.20904): r_1 = x, c_l = argmin_j ||r_l - C_l[j]||^2,
+r_{l+1} = r_l - C_l[c_l]. Distances are computed in float64 so that an item's codes do not
+depend on which other rows share its batch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import numpy as np
+
+from sid.errors import QuantizerError
+
+__all__ = ["EncodeResult", "check_vectors", "decode_residual", "encode_residual"]
+
+
+@dataclasses.dataclass(frozen=True)
+class EncodeResult:
+    """Codes of n items over L levels, with the top-k candidates of each level.
+
+    codes: int64 (n, L), the greedy nearest code per level.
+    candidate_codes: int64 (n, L, k), the k nearest codes to the item's greedy residual at
+        each level, nearest first; candidate_codes[:, :, 0] == codes.
+    candidate_distances: float32 (n, L, k), squared L2 distances matching candidate_codes.
+    """
+
+    codes: np.ndarray
+    candidate_codes: np.ndarray
+    candidate_distances: np.ndarray
+
+
+def check_vectors(vectors: np.ndarray, *, name: str = "vectors", dim: int | None = None) -> np.ndarray:
+    """Return ``vectors`` as a C-contiguous float32 (n, d) array, or raise QuantizerError."""
+    array = np.asarray(vectors)
+    if array.ndim != 2:
+        raise QuantizerError(f"{name} must be a 2-D array (n, dim), got shape {array.shape}")
+    if dim is not None and array.shape[1] != dim:
+        raise QuantizerError(
+            f"{name} have dimension {array.shape[1]} but the codebooks expect {dim}; "
+            "encode with the codebooks trained on embeddings of the same model"
+        )
+    array = np.ascontiguousarray(array, dtype=np.float32)
+    bad_rows = ~np.isfinite(array).all(axis=1)
+    if bad_rows.any():
+        first = int(np.flatnonzero(bad_rows)[0])
+        raise QuantizerError(
+            f"{name} contain NaN or infinite values in {int(bad_rows.sum())} rows (first row {first}); "
+            "quarantine or repair those embeddings before quantizing"
+        )
+    return array
+
+
+def encode_residual(
+    vectors: np.ndarray,
+    codebooks: Sequence[np.ndarray],
+    *,
+    top_k: int = 1,
+) -> EncodeResult:
+    """Encode float (n, d) ``vectors`` greedily through ``codebooks`` [(K_l, d), ...].
+
+    ``top_k`` is capped per level at that level's codebook size. Ties are broken by the
+    lower code index, so the result is a pure function of each row.
+    """
+    residual = np.asarray(vectors, dtype=np.float64).copy()
+    n = residual.shape[0]
+    k_max = max(1, min(top_k, min(len(codebook) for codebook in codebooks)))
+    codes = np.zeros((n, len(codebooks)), dtype=np.int64)
+    candidate_codes = np.zeros((n, len(codebooks), k_max), dtype=np.int64)
+    candidate_distances = np.zeros((n, len(codebooks), k_max), dtype=np.float32)
+
+    for level, codebook in enumerate(codebooks):
+        centroids = np.asarray(codebook, dtype=np.float64)
+        distances = _squared_distances(residual, centroids)
+        nearest = _nearest_sorted(distances, k_max)
+        codes[:, level] = nearest[:, 0]
+        candidate_codes[:, level] = nearest
+        candidate_distances[:, level] = np.take_along_axis(distances, nearest, axis=1)
+        residual -= centroids[nearest[:, 0]]
+    return EncodeResult(codes, candidate_codes, candidate_distances)
+
+
+def decode_residual(codes: np.ndarray, codebooks: Sequence[np.ndarray]) -> np.ndarray:
+    """Return float32 (n, d): the sum over levels of the chosen codewords."""
+    codes = np.asarray(codes, dtype=np.int64)
+    if codes.ndim != 2 or codes.shape[1] != len(codebooks):
+        raise QuantizerError(f"codes must have shape (n, {len(codebooks)}), got {codes.shape}")
+    total = np.zeros((codes.shape[0], codebooks[0].shape[1]), dtype=np.float64)
+    for level, codebook in enumerate(codebooks):
+        column = codes[:, level]
+        if column.size and (column.min() < 0 or column.max() >= len(codebook)):
+            raise QuantizerError(
+                f"codes at level {level} must lie in [0, {len(codebook)}), "
+                f"got values from {column.min()} to {column.max()}"
+            )
+        total += np.asarray(codebook, dtype=np.float64)[column]
+    return total.astype(np.float32)
+
+
+def _squared_distances(points: np.ndarray, centroids: np.ndarray) -> np.ndarray:
+    # ||x - c||^2 = ||x||^2 - 2 x.c + ||c||^2, clipped at 0 against rounding.
+    cross = points @ centroids.T
+    distances = (points * points).sum(axis=1, keepdims=True) - 2.0 * cross + (centroids * centroids).sum(axis=1)
+    return np.maximum(distances, 0.0)
+
+
+def _nearest_sorted(distances: np.ndarray, k: int) -> np.ndarray:
+    """Return the k smallest columns per row, by distance then by column index."""
+    if k < distances.shape[1]:
+        part = np.argpartition(distances, k - 1, axis=1)[:, :k]
+        # argpartition may cut through a tie at the k-th distance; widen to every column
+        # tied with the cut so that the lowest indices win.
+        threshold = np.take_along_axis(distances, part, axis=1).max(axis=1, keepdims=True)
+        if ((distances <= threshold).sum(axis=1) > k).any():
+            part = np.argsort(distances, axis=1, kind="stable")[:, :k]
+    else:
+        part = np.tile(np.arange(distances.shape[1]), (distances.shape[0], 1))
+    part_distances = np.take_along_axis(distances, part, axis=1)
+    order = np.lexsort((part, part_distances), axis=1)
+    return np.take_along_axis(part, order, axis=1)

@@ -1,0 +1,99 @@
+"""MLflow logging of a pipeline run: effective config, metrics and artifacts."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import pathlib
+import tempfile
+from collections.abc import Mapping
+
+import yaml
+
+from sid.config import MlflowConfig, PipelineConfig
+
+__all__ = ["MlflowRun", "metric_key"]
+
+logger = logging.getLogger(__name__)
+
+# MLflow rejects param values longer than this many characters.
+MAX_PARAM_LENGTH = 6000
+
+
+def metric_key(*parts: str) -> str:
+    """Join namespace parts into an MLflow metric key, e.g. quantize/level_0/utilization."""
+    return "/".join(part.strip("/") for part in parts if part)
+
+
+class MlflowRun:
+    """Context manager around one MLflow run of the pipeline.
+
+    Opens the run on enter, logs the effective config as params and as ``config.yaml``, and
+    ends the run on exit with status FINISHED or FAILED.
+    """
+
+    def __init__(self, settings: MlflowConfig, config: PipelineConfig, *, run_name: str) -> None:
+        self.settings = settings
+        self.config = config
+        self.run_name = run_name
+        self.run_id: str | None = None
+
+    def __enter__(self) -> MlflowRun:
+        import mlflow
+
+        os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+        mlflow.set_tracking_uri(self.settings.tracking_uri)
+        experiment = mlflow.get_experiment_by_name(self.settings.experiment)
+        if experiment is None:
+            mlflow.create_experiment(self.settings.experiment, artifact_location=self.settings.artifact_location)
+        mlflow.set_experiment(self.settings.experiment)
+        run = mlflow.start_run(run_name=self.run_name)
+        self.run_id = run.info.run_id
+
+        params = {key: value[:MAX_PARAM_LENGTH] for key, value in self.config.flat_params().items()}
+        mlflow.log_params(params)
+        with tempfile.TemporaryDirectory() as folder:
+            path = pathlib.Path(folder) / "config.yaml"
+            path.write_text(yaml.safe_dump(_plain(self.config.to_dict()), sort_keys=False), encoding="utf-8")
+            mlflow.log_artifact(str(path))
+        logger.info("mlflow run_id=%s experiment=%s uri=%s", self.run_id, self.settings.experiment,
+                    self.settings.tracking_uri)
+        return self
+
+    def log_metrics(self, metrics: Mapping[str, float], *, prefix: str = "") -> None:
+        """Log finite numeric metrics, keys prefixed with ``prefix/``; NaN values are skipped."""
+        import mlflow
+
+        clean = {
+            metric_key(prefix, key): float(value)
+            for key, value in metrics.items()
+            if isinstance(value, (int, float)) and math.isfinite(value)
+        }
+        if clean:
+            mlflow.log_metrics(clean)
+
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        import mlflow
+
+        mlflow.set_tags(dict(tags))
+
+    def log_dict(self, data: Mapping, name: str) -> None:
+        import mlflow
+
+        mlflow.log_text(json.dumps(data, indent=2, sort_keys=True, default=str), name)
+
+    def __exit__(self, exc_type, exc, traceback) -> None:
+        import mlflow
+
+        mlflow.end_run(status="FAILED" if exc_type else "FINISHED")
+
+
+def _plain(value):
+    """Turn tuples into lists so that yaml.safe_dump writes plain YAML."""
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    return value
