@@ -56,9 +56,10 @@ def overrides_from_args(args: argparse.Namespace) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
-    for noisy in ("py4j", "urllib3", "filelock", "alembic", "sentence_transformers", "httpx"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    # Libraries log at WARNING; the pipeline's own stage and summary lines at INFO.
+    logging.basicConfig(level=logging.WARNING, format=LOG_FORMAT)
+    for name in ("sid", "pipelines", "build_sids"):
+        logging.getLogger(name).setLevel(logging.INFO)
     log = logging.getLogger("build_sids")
     args = parse_args(sys.argv[1:] if argv is None else argv)
 
@@ -69,8 +70,9 @@ def main(argv: list[str] | None = None) -> int:
     spark = None
     try:
         config = load_config(args.config, overrides=overrides_from_args(args))
-        spark = build_spark(config.spark)
+        # Ray first: starting it after the Spark JVM resets py4j's idle connections.
         init_ray(config.ray)
+        spark = build_spark(config.spark)
         run_build(spark, config)
         return 0
     except SidError as error:

@@ -17,6 +17,7 @@ export MLFLOW_DISABLE_TELEMETRY=true DO_NOT_TRACK=true HF_HUB_OFFLINE=1 TRANSFOR
 exec "$ROOT/.venv/bin/spark-submit" \
     --jars "$JARS" \
     --driver-memory "${SPARK_DRIVER_MEMORY:-4g}" \
+    --driver-java-options "-Dlog4j2.configurationFile=file:$ROOT/conf/log4j2.properties -Dderby.system.home=$ROOT/warehouse" \
     --conf spark.driver.host=127.0.0.1 \
     --conf spark.driver.bindAddress=127.0.0.1 \
     --conf spark.ui.showConsoleProgress=false \

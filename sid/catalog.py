@@ -96,7 +96,7 @@ def _read_recbole(spark: SparkSession, config: CatalogConfig) -> Catalog:
     # RecBole headers carry a type suffix: item_id:token, price:float.
     renamed = raw.toDF(*[column.split(":")[0] for column in raw.columns])
     renamed = _apply_column_map(renamed, config)
-    parse_categories = F.udf(parse_category_list, T.ArrayType(T.StringType()))
+    parse_categories = F.udf(lambda value: parse_category_list(value), T.ArrayType(T.StringType()))
     items = (
         renamed.withColumn("raw_record", F.to_json(F.struct(*[F.col(c) for c in renamed.columns])))
         .withColumn("categories", parse_categories(F.col("categories")))
@@ -125,6 +125,11 @@ def _read_table(spark: SparkSession, config: CatalogConfig) -> Catalog:
     from pyspark.sql import functions as F
 
     frame = _load(spark, config.format, config.path)
+    if not frame.columns:
+        raise CatalogError(
+            f"the catalog at catalog.path={config.path} holds no item rows (no columns could be read); "
+            "check that the file is not empty and that catalog.format matches it"
+        )
     frame = _apply_column_map(frame, config)
     frame = frame.withColumn("raw_record", F.to_json(F.struct(*[F.col(c) for c in frame.columns])))
     items = _with_canonical_columns(frame, config)

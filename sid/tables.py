@@ -82,13 +82,11 @@ def write_version(
     missing = [column for column in columns if column not in frame.columns]
     if missing:
         raise ValueError(f"frame written to {table} lacks column(s) {missing}; it has {frame.columns}")
-    aligned = frame.select(*[F.col(column).cast(spark.table(table).schema[column].dataType) for column in columns])
-    (
-        aligned.write.format("delta")
-        .mode("overwrite")
-        .option("replaceWhere", f"{key_column} = '{key_value}'")
-        .saveAsTable(table)
-    )
+    target_schema = spark.table(table).schema
+    aligned = frame.select(*[F.col(column).cast(target_schema[column].dataType) for column in columns])
+    # DataFrameWriterV2 overwrite(condition) is Delta's replaceWhere: one atomic commit that
+    # swaps the rows of this key and leaves every other key untouched.
+    aligned.writeTo(table).overwrite(F.col(key_column) == F.lit(key_value))
     count = spark.table(table).where(F.col(key_column) == key_value).count()
     logger.info("table=%s %s=%s rows=%d written", table, key_column, key_value, count)
     return count

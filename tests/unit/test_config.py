@@ -1,0 +1,94 @@
+import pytest
+
+from sid.config import PipelineConfig, config_hash, load_config
+from sid.errors import ConfigError
+
+
+def write(tmp_path, text):
+    path = tmp_path / "conf.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_defaults_without_file():
+    config = load_config()
+    assert config.quantize.levels == 3
+    assert config.codebook_sizes() == (256, 256, 256)
+    assert config.spark.master == "local[*]"
+
+
+def test_yaml_overrides_defaults(tmp_path):
+    config = load_config(write(tmp_path, "quantize:\n  levels: 2\n  codebook_size: [64, 32]\n"))
+    assert config.codebook_sizes() == (64, 32)
+    assert config.embed.batch_size == 64
+
+
+def test_unknown_key_named_with_valid_keys(tmp_path):
+    with pytest.raises(ConfigError, match=r"quantize\.level\b.*valid keys are:.*levels"):
+        load_config(write(tmp_path, "quantize:\n  level: 2\n"))
+
+
+def test_unknown_section(tmp_path):
+    with pytest.raises(ConfigError, match="unknown config key.*sparkk"):
+        load_config(write(tmp_path, "sparkk:\n  master: local[1]\n"))
+
+
+def test_wrong_type_names_value_and_expected_type(tmp_path):
+    with pytest.raises(ConfigError, match=r"quantize\.levels='three'.*expected int"):
+        load_config(write(tmp_path, "quantize:\n  levels: three\n"))
+
+
+def test_bool_is_not_an_int(tmp_path):
+    with pytest.raises(ConfigError, match=r"run\.seed=True"):
+        load_config(write(tmp_path, "run:\n  seed: true\n"))
+
+
+def test_literal_lists_choices(tmp_path):
+    with pytest.raises(ConfigError, match="catalog.format='csv'.*choose one of: recbole, parquet, jsonl, delta"):
+        load_config(write(tmp_path, "catalog:\n  format: csv\n"))
+
+
+def test_codebook_size_list_must_match_levels(tmp_path):
+    with pytest.raises(ConfigError, match=r"codebook_size=\[8, 8\] has 2 entries but quantize.levels=3"):
+        load_config(write(tmp_path, "quantize:\n  codebook_size: [8, 8]\n"))
+
+
+def test_range_checks(tmp_path):
+    with pytest.raises(ConfigError, match="quantize.top_k=0 must be >= 1"):
+        load_config(write(tmp_path, "quantize:\n  top_k: 0\n"))
+
+
+def test_missing_file():
+    with pytest.raises(ConfigError, match="config file not found: /nonexistent.yaml"):
+        load_config("/nonexistent.yaml")
+
+
+def test_invalid_yaml(tmp_path):
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(write(tmp_path, "quantize: [unclosed\n"))
+
+
+def test_dotted_overrides_win():
+    config = load_config(overrides={"catalog.path": "/data/beauty", "run.item_limit": 10})
+    assert config.catalog.path == "/data/beauty"
+    assert config.run.item_limit == 10
+
+
+def test_override_without_section():
+    with pytest.raises(ConfigError, match="section.key"):
+        load_config(overrides={"seed": 1})
+
+
+def test_flat_params_cover_every_section():
+    params = PipelineConfig().flat_params()
+    assert params["quantize.levels"] == "3"
+    assert params["catalog.format"] == "recbole"
+    assert {key.split(".")[0] for key in params} == {
+        "spark", "ray", "mlflow", "catalog", "embed", "quantize", "resolve", "tables", "run",
+    }
+
+
+def test_config_hash_tracks_quantizer_settings_only():
+    base = load_config()
+    assert config_hash(base) == config_hash(load_config(overrides={"spark.master": "local[1]"}))
+    assert config_hash(base) != config_hash(load_config(overrides={"quantize.levels": 4}))
