@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from pipelines.assign import assign_codes
 from pipelines.embed import embed_items, model_name
 from pipelines.ingest import ingest_catalog
-from pipelines.metrics import bucket_metrics, level_metrics, reconstruction_metrics
+from pipelines.metrics import bucket_metrics, level_metrics, reconstruction_metrics, resolution_metrics
 from pipelines.resolve import resolve_sids
 from pipelines.train import train_quantizer, write_training_sample
 from sid import tables
@@ -98,12 +98,14 @@ def run_build(spark: SparkSession, config: PipelineConfig) -> BuildSummary:
 
         with _stage("assign", counts):
             assigned = assign_codes(embedded, trained.codebooks, top_k=config.quantize.top_k)
-            assigned = assigned.join(embedded.select("item_id", "popularity", "priority_hash"), "item_id")
+            assigned = assigned.join(embedded.select("item_id", "popularity", "priority_hash", "embedding"), "item_id")
             assigned = assigned.persist()
             counts["assign"] = assigned.count()
 
         with _stage("resolve", counts):
-            resolved = resolve_sids(assigned, config.resolve)
+            resolved = resolve_sids(assigned, config.resolve, codebooks=trained.codebooks, seed=config.run.seed)
+            resolved = resolved.persist()
+            tracking.log_metrics(resolution_metrics(resolved), prefix="resolve")
             published = _item_sids_frame(assigned, resolved, config, codebook_version, run_id)
             counts["resolve"] = tables.write_version(
                 published, spark, names["item_sids"], schema=tables.ITEM_SIDS_SCHEMA,
@@ -187,6 +189,7 @@ def _item_sids_frame(assigned: DataFrame, resolved: DataFrame, config: PipelineC
         .withColumn("codebook_version", F.lit(version))
         .withColumn("sid", sid_string)
         .withColumn("strategy", F.lit(config.resolve.strategy))
+        .withColumnRenamed("step", "resolution_step")
         .withColumn("mlflow_run_id", F.lit(run_id))
         .withColumn("assigned_at", F.current_timestamp())
     )
@@ -226,9 +229,10 @@ def _log_summary(summary: BuildSummary, config: PipelineConfig) -> None:
         for level in range(config.quantize.levels)
     )
     logger.info(
-        "summary items_in=%d sids_out=%d quarantined=%d raw_collision_rate=%.4f final_collision_rate=%.4f "
-        "utilization %s gini_raw=%.4f gini_final=%.4f seconds=%.1f codebook_version=%s mlflow_run_id=%s",
-        summary.items_in, summary.sids_out, summary.quarantined,
+        "summary items_in=%d sids_out=%d quarantined=%d strategy=%s raw_collision_rate=%.4f "
+        "final_collision_rate=%.4f utilization %s gini_raw=%.4f gini_final=%.4f seconds=%.1f "
+        "codebook_version=%s mlflow_run_id=%s",
+        summary.items_in, summary.sids_out, summary.quarantined, config.resolve.strategy,
         metrics["raw/collision_rate"], metrics["final/collision_rate"], utilization,
         metrics["raw/gini"], metrics["final/gini"], summary.seconds, summary.codebook_version, summary.run_id,
     )

@@ -12,7 +12,7 @@ from sid.metrics.distribution import bucket_stats, perplexity
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
 
-__all__ = ["bucket_metrics", "level_metrics", "reconstruction_metrics"]
+__all__ = ["bucket_metrics", "level_metrics", "reconstruction_metrics", "resolution_metrics"]
 
 
 def bucket_metrics(frame: DataFrame, codes_column: str) -> dict[str, float]:
@@ -52,3 +52,24 @@ def reconstruction_metrics(assigned: DataFrame) -> dict[str, float]:
         "reconstruction_sse": float(row["error"]),
         "reconstruction_relative": float(row["error"] / row["norm"]) if row["norm"] else float("nan"),
     }
+
+
+def resolution_metrics(resolved: DataFrame) -> dict[str, float]:
+    """Return items moved, mean levels changed and distance increase per moved item, and
+    the number of items at each resolution step (keep, reassign, widen, move_parent, append)."""
+    from pyspark.sql import functions as F
+
+    moved = F.col("moved")
+    row = resolved.agg(
+        F.sum(moved.cast("int")).alias("moved"),
+        F.mean(F.when(moved, F.col("levels_changed"))).alias("levels"),
+        F.mean(F.when(moved, F.col("distance_increase"))).alias("distance"),
+    ).collect()[0]
+    metrics = {
+        "moved": float(row["moved"] or 0),
+        "mean_levels_changed": float(row["levels"]) if row["levels"] is not None else 0.0,
+        "mean_distance_increase": float(row["distance"]) if row["distance"] is not None else 0.0,
+    }
+    for step_row in resolved.groupBy("step").count().collect():
+        metrics[f"step/{step_row['step']}"] = float(step_row["count"])
+    return metrics

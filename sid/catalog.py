@@ -88,10 +88,11 @@ def _read_recbole(spark: SparkSession, config: CatalogConfig) -> Catalog:
             f"catalog.path={config.path} must hold exactly one *.item file, found {len(item_files)}"
         )
 
-    # Fields that contain '"' are quoted CSV-style with doubled quotes.
+    # Fields that contain '"' are quoted CSV-style with doubled quotes, and a few quoted
+    # titles span two lines.
     raw = (
         spark.read.option("sep", "\t").option("header", True).option("quote", '"').option("escape", '"')
-        .option("mode", "PERMISSIVE").csv(str(item_files[0].resolve()))
+        .option("multiLine", True).option("mode", "PERMISSIVE").csv(str(item_files[0].resolve()))
     )
     # RecBole headers carry a type suffix: item_id:token, price:float.
     renamed = raw.toDF(*[column.split(":")[0] for column in raw.columns])
@@ -100,7 +101,7 @@ def _read_recbole(spark: SparkSession, config: CatalogConfig) -> Catalog:
     items = (
         renamed.withColumn("raw_record", F.to_json(F.struct(*[F.col(c) for c in renamed.columns])))
         .withColumn("categories", parse_categories(F.col("categories")))
-        .withColumn("price", F.col("price").cast("double"))
+        .withColumn("price", F.col("price").try_cast("double"))
     )
     items = _with_canonical_columns(items, config)
 
@@ -196,5 +197,6 @@ def _with_canonical_columns(frame: DataFrame, config: CatalogConfig) -> DataFram
     if "price" not in frame.columns:
         frame = frame.withColumn("price", F.lit(None).cast("double"))
     else:
-        frame = frame.withColumn("price", F.col("price").cast("double"))
+        # A price that is not a number becomes null; price is descriptive, never required.
+        frame = frame.withColumn("price", F.col("price").try_cast("double"))
     return frame

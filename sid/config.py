@@ -126,7 +126,11 @@ class QuantizeConfig:
 
 @dataclasses.dataclass(frozen=True)
 class ResolveConfig:
-    strategy: Literal["suffix"] = "suffix"
+    # suffix: TIGER's extra code; forge_knn / forge_random: FORGE's capped re-assignment of
+    # the last level; ecm / rrs: purely semantic indexing (unique SIDs, no extra code).
+    strategy: Literal["suffix", "forge_knn", "forge_random", "ecm", "rrs"] = "suffix"
+    # forge_*: items allowed per SID; 1 gives unique SIDs, FORGE itself uses 5.
+    capacity: int = 1
     # suffix: "all" appends the disambiguation code to every SID (TIGER's fixed length
     # L+1); "colliding" appends it only to items whose raw SID is shared.
     suffix_mode: Literal["all", "colliding"] = "all"
@@ -348,6 +352,13 @@ def _check_ranges(config: PipelineConfig) -> None:
     for key, value, minimum in checks:
         if value < minimum:
             raise ConfigError(f"{key}={value} must be >= {minimum}")
+    if config.resolve.capacity < 1:
+        raise ConfigError(f"resolve.capacity={config.resolve.capacity} must be >= 1 (1 gives unique SIDs)")
+    if config.resolve.capacity > 1 and not config.resolve.strategy.startswith("forge"):
+        raise ConfigError(
+            f"resolve.capacity={config.resolve.capacity} applies to forge_knn and forge_random only; "
+            f"resolve.strategy={config.resolve.strategy} always gives unique SIDs"
+        )
     if quantize.num_gpus < 0:
         raise ConfigError(f"quantize.num_gpus={quantize.num_gpus} must be >= 0")
     if config.run.partitions is not None and config.run.partitions < 1:

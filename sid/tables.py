@@ -42,7 +42,7 @@ ITEM_CANDIDATES_SCHEMA = (
 )
 ITEM_SIDS_SCHEMA = (
     "item_id STRING NOT NULL, codebook_version STRING NOT NULL, codes ARRAY<INT>, raw_codes ARRAY<INT>, "
-    "sid STRING, strategy STRING, collided BOOLEAN, popularity BIGINT, mlflow_run_id STRING, "
+    "sid STRING, strategy STRING, resolution_step STRING, collided BOOLEAN, popularity BIGINT, mlflow_run_id STRING, "
     "assigned_at TIMESTAMP"
 )
 QUARANTINE_SCHEMA = (

@@ -141,8 +141,27 @@ ray:
     return result
 
 
+RESOLVE_STRATEGIES = ("ecm", "rrs", "forge_knn")
+
+
 @pytest.fixture(scope="session")
-def spark(workspace, beauty_builds, bad_input_build):
+def strategy_builds(workspace, bad_input_build):
+    """Build the small catalog once per re-assignment strategy, each in database sid_<strategy>."""
+    results = {}
+    for strategy in RESOLVE_STRATEGIES:
+        result = run_job([
+            "--config", str(workspace / "bad.yaml"),
+            "--set", f"resolve.strategy={strategy}",
+            "--set", f"tables.database=sid_{strategy}",
+        ], workspace)
+        sys.stderr.write(result.stderr[-2000:])
+        assert result.returncode == 0, result.stderr[-4000:]
+        results[strategy] = result
+    return results
+
+
+@pytest.fixture(scope="session")
+def spark(workspace, beauty_builds, bad_input_build, strategy_builds):
     from pipelines.session import build_spark
     from sid.config import SparkConfig
 

@@ -103,3 +103,18 @@ def test_unknown_config_key_exits_2(workspace):
     result = run_job(["--config", str(config)], workspace, timeout=120)
     assert result.returncode == 2
     assert "unknown config key(s) quantize.level" in result.stderr
+
+
+def test_full_beauty_catalog_reads_every_item(spark):
+    from sid.catalog import read_catalog
+    from sid.config import CatalogConfig
+    from tests.conftest import BEAUTY
+
+    catalog = read_catalog(spark, CatalogConfig(path=str(BEAUTY)))
+    assert catalog.items.count() == 12101
+    assert catalog.items.select("item_id").distinct().count() == 12101
+    assert catalog.interactions.count() == 198502
+    # A quoted title that spans two lines must not shift the following columns.
+    row = catalog.items.where("item_id = 'B0001ZYL3Q'").select("brand", "price").collect()[0]
+    assert row.brand == "Organix"
+    assert row.price == 11.28
