@@ -37,7 +37,7 @@ SID_LETTERS = "abcdefghijklmnopqrstuvwxyz"
 
 @dataclasses.dataclass
 class BuildSummary:
-    """What one build produced; ``metrics`` uses the MLflow keys."""
+    """Counts, versions and metrics of one build; ``metrics`` uses the MLflow keys."""
 
     run_id: str
     codebook_version: str

@@ -40,7 +40,8 @@ def level_metrics(frame: DataFrame, codes_column: str, codebook_sizes: Sequence[
 
 
 def reconstruction_metrics(assigned: DataFrame) -> dict[str, float]:
-    """Return mean squared reconstruction error per item and per dimension, and relative error."""
+    """Return the mean squared L2 reconstruction error per item and its ratio to the mean
+    squared norm of the embeddings."""
     from pyspark.sql import functions as F
 
     row = assigned.agg(

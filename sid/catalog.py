@@ -144,8 +144,11 @@ def _read_table(spark: SparkSession, config: CatalogConfig) -> Catalog:
                 f"catalog.interactions_path={config.interactions_path} needs columns user_id and item_id, "
                 f"found {raw.columns}"
             )
-        order = "position" if "position" in raw.columns else "timestamp" if "timestamp" in raw.columns else None
-        position = F.col(order).cast("bigint") if order else F.lit(None).cast("bigint")
+        position = F.lit(None).cast("bigint")
+        for order_column in ("position", "timestamp"):
+            if order_column in raw.columns:
+                position = F.col(order_column).cast("bigint")
+                break
         interactions = raw.select(
             F.col("user_id").cast("string"), F.col("item_id").cast("string"), position.alias("position")
         )

@@ -329,8 +329,9 @@ def _describe(hint: Any) -> str:
 def _check_ranges(config: PipelineConfig) -> None:
     """Reject values that have the right type but cannot work."""
     quantize = config.quantize
-    if quantize.levels < 1:
-        raise ConfigError(f"quantize.levels={quantize.levels} must be >= 1")
+    # SID strings name levels a..z, and the suffix strategy may append one more level.
+    if not 1 <= quantize.levels <= 25:
+        raise ConfigError(f"quantize.levels={quantize.levels} must be between 1 and 25")
     if isinstance(quantize.codebook_size, tuple) and len(quantize.codebook_size) != quantize.levels:
         raise ConfigError(
             f"quantize.codebook_size={list(quantize.codebook_size)} has {len(quantize.codebook_size)} "

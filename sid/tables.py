@@ -16,7 +16,6 @@ from sid.config import TablesConfig
 
 __all__ = [
     "CODEBOOKS_SCHEMA",
-    "ITEM_CANDIDATES_SCHEMA",
     "ITEM_EMBEDDINGS_SCHEMA",
     "ITEM_SIDS_SCHEMA",
     "QUARANTINE_SCHEMA",
@@ -35,10 +34,6 @@ ITEM_EMBEDDINGS_SCHEMA = (
 CODEBOOKS_SCHEMA = (
     "codebook_version STRING NOT NULL, level INT NOT NULL, code INT NOT NULL, "
     "centroid ARRAY<FLOAT>, method STRING, mlflow_run_id STRING, config_hash STRING, created_at TIMESTAMP"
-)
-ITEM_CANDIDATES_SCHEMA = (
-    "item_id STRING NOT NULL, codebook_version STRING NOT NULL, raw_codes ARRAY<INT>, "
-    "candidate_codes ARRAY<ARRAY<INT>>, candidate_distances ARRAY<ARRAY<FLOAT>>"
 )
 ITEM_SIDS_SCHEMA = (
     "item_id STRING NOT NULL, codebook_version STRING NOT NULL, codes ARRAY<INT>, raw_codes ARRAY<INT>, "
