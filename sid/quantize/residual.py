@@ -59,11 +59,15 @@ def encode_residual(
     codebooks: Sequence[np.ndarray],
     *,
     top_k: int = 1,
+    normalize_residuals: bool = False,
 ) -> EncodeResult:
     """Encode float (n, d) ``vectors`` greedily through ``codebooks`` [(K_l, d), ...].
 
     ``top_k`` is capped per level at that level's codebook size. Ties are broken by the
-    lower code index, so the result is a pure function of each row.
+    lower code index, so the result is a pure function of each row. With
+    ``normalize_residuals`` each level compares the L2-normalized residual with the
+    L2-normalized codewords (cosine assignment) and reports those distances, while the
+    residual still subtracts the codeword itself, so that decoding stays a plain sum.
     """
     residual = np.asarray(vectors, dtype=np.float64).copy()
     n = residual.shape[0]
@@ -74,7 +78,10 @@ def encode_residual(
 
     for level, codebook in enumerate(codebooks):
         centroids = np.asarray(codebook, dtype=np.float64)
-        distances = _squared_distances(residual, centroids)
+        if normalize_residuals:
+            distances = _squared_distances(_unit_rows(residual), _unit_rows(centroids))
+        else:
+            distances = _squared_distances(residual, centroids)
         nearest = _nearest_sorted(distances, k_max)
         codes[:, level] = nearest[:, 0]
         candidate_codes[:, level] = nearest
@@ -98,6 +105,12 @@ def decode_residual(codes: np.ndarray, codebooks: Sequence[np.ndarray]) -> np.nd
             )
         total += np.asarray(codebook, dtype=np.float64)[column]
     return total.astype(np.float32)
+
+
+def _unit_rows(matrix: np.ndarray) -> np.ndarray:
+    """Return ``matrix`` with every non-zero row scaled to unit L2 norm; zero rows stay zero."""
+    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+    return matrix / np.where(norms > 0, norms, 1.0)
 
 
 def _squared_distances(points: np.ndarray, centroids: np.ndarray) -> np.ndarray:
