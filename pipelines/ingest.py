@@ -84,14 +84,23 @@ def ingest_catalog(spark: SparkSession, config: PipelineConfig) -> IngestResult:
     quarantined = quarantined.unionByName(quarantine_rows(rows.where("_copy > 1"), "ingest", REASON_DUPLICATE))
     rows = rows.where("_copy = 1").drop("_copy")
 
-    # Item text from the template; items with no text left are set aside.
+    # Item text from the template. With text as the only modality, items with no text are
+    # set aside here. With image or collaborative vectors configured, they go on with "", and
+    # the embed stage quarantines those that lack every modality.
     rows = rows.withColumn("item_text", _item_text_column(rows, config))
     no_text = F.col("item_text").isNull() | (F.col("item_text") == "")
-    quarantined = quarantined.unionByName(quarantine_rows(rows.where(no_text), "ingest", REASON_NO_TEXT))
-    rows = rows.where(~no_text)
+    if _text_only(config):
+        quarantined = quarantined.unionByName(quarantine_rows(rows.where(no_text), "ingest", REASON_NO_TEXT))
+        rows = rows.where(~no_text)
+    else:
+        rows = rows.withColumn("item_text", F.coalesce(F.col("item_text"), F.lit("")))
 
     items = rows.join(_popularity(catalog.interactions), on="item_id", how="left").fillna(0, ["popularity"])
     return IngestResult(items=items, quarantine=quarantined, input_rows=input_rows)
+
+
+def _text_only(config: PipelineConfig) -> bool:
+    return config.embed.image.source == "none" and config.embed.collaborative.method == "none"
 
 
 def _limit_items(rows: DataFrame, limit: int) -> DataFrame:
