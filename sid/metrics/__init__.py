@@ -1,6 +1,13 @@
 """SID quality metrics."""
 
-from sid.metrics.distribution import bucket_stats, gini_coefficient, gini_from_histogram, perplexity
+from sid.metrics.distribution import (
+    bucket_stats,
+    entropy_ratio_from_histogram,
+    gini_coefficient,
+    gini_from_histogram,
+    lorenz_curve,
+    perplexity,
+)
 from sid.metrics.gate import GateFailure, check_quality_gate
 from sid.metrics.hit_rate import DEFAULT_HIT_RATE_KS, embedding_hit_rate, sample_consecutive_pairs, target_ranks
 from sid.metrics.quality import (
@@ -18,8 +25,10 @@ __all__ = [
     "check_quality_gate",
     "embedding_hit_rate",
     "entropy_ratio",
+    "entropy_ratio_from_histogram",
     "gini_coefficient",
     "gini_from_histogram",
+    "lorenz_curve",
     "neighbour_recall",
     "perplexity",
     "prefix_purity",

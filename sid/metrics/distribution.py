@@ -12,8 +12,10 @@ import numpy as np
 
 __all__ = [
     "bucket_stats",
+    "entropy_ratio_from_histogram",
     "gini_coefficient",
     "gini_from_histogram",
+    "lorenz_curve",
     "perplexity",
 ]
 
@@ -84,3 +86,37 @@ def bucket_stats(histogram: Mapping[int, int]) -> dict[str, float]:
         "largest_bucket": float(max((int(size) for size in histogram), default=0)),
         "gini": gini_from_histogram(histogram),
     }
+
+
+def entropy_ratio_from_histogram(histogram: Mapping[int, int]) -> float:
+    """Return :func:`sid.metrics.entropy_ratio` from {bucket size: number of SIDs}.
+
+    Each of the n_j SIDs of size j contributes -(j/T) log(j/T) to the entropy H, and the
+    ratio is H / log(T) for T items: 1.0 for unique SIDs, 0.0 for no items.
+    """
+    blocks = [(int(size), int(count)) for size, count in histogram.items() if size > 0 and count > 0]
+    total = sum(size * count for size, count in blocks)
+    if total == 0:
+        return 0.0
+    if total == 1:
+        return 1.0
+    entropy = -sum(count * (size / total) * np.log(size / total) for size, count in blocks)
+    return float(entropy / np.log(total))
+
+
+def lorenz_curve(histogram: Mapping[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Return (sid_share, item_share), float64 arrays of the Lorenz curve of items per SID.
+
+    Occupied SIDs are sorted by size ascending. Point i gives the share of SIDs up to the
+    end of the i-th block of equal sizes and the share of items they hold. Both arrays
+    start at 0.0 and end at 1.0, and the area between the curve and the diagonal is half
+    the Gini coefficient.
+    """
+    blocks = sorted((int(size), int(count)) for size, count in histogram.items() if size > 0 and count > 0)
+    sids = sum(count for _, count in blocks)
+    items = sum(size * count for size, count in blocks)
+    if sids == 0:
+        return np.array([0.0, 1.0]), np.array([0.0, 1.0])
+    sid_share = np.cumsum([0] + [count for _, count in blocks]) / sids
+    item_share = np.cumsum([0] + [size * count for size, count in blocks]) / items
+    return sid_share.astype(np.float64), item_share.astype(np.float64)

@@ -5,7 +5,15 @@ import math
 import numpy as np
 import pytest
 
-from sid.metrics import bucket_stats, gini_coefficient, gini_from_histogram, perplexity
+from sid.metrics import (
+    bucket_stats,
+    entropy_ratio,
+    entropy_ratio_from_histogram,
+    gini_coefficient,
+    gini_from_histogram,
+    lorenz_curve,
+    perplexity,
+)
 
 
 def forge_script_gini(counts):
@@ -75,3 +83,42 @@ def test_perplexity_hand_computed():
     assert perplexity(np.array([5, 5, 5, 5, 0])) == pytest.approx(4.0)
     assert perplexity(np.array([0, 0])) == 0.0
     assert math.isfinite(perplexity(np.array([1])))
+
+
+def test_entropy_ratio_from_histogram_hand_computed():
+    # Sizes 1, 1, 2 of T=4 items: H = 2 * (1/4) ln 4 + (1/2) ln 2 = 1.5 ln 2, and log T = 2 ln 2.
+    assert entropy_ratio_from_histogram({1: 2, 2: 1}) == pytest.approx(0.75)
+
+
+def test_entropy_ratio_from_histogram_matches_bucket_sizes():
+    rng = np.random.default_rng(3)
+    sizes = rng.integers(1, 9, size=300)
+    values, counts = np.unique(sizes, return_counts=True)
+    histogram = dict(zip(values.tolist(), counts.tolist()))
+    assert entropy_ratio_from_histogram(histogram) == pytest.approx(entropy_ratio(sizes), abs=1e-12)
+
+
+def test_entropy_ratio_from_histogram_edge_cases():
+    assert entropy_ratio_from_histogram({}) == 0.0
+    assert entropy_ratio_from_histogram({1: 1}) == 1.0
+    assert entropy_ratio_from_histogram({1: 50}) == pytest.approx(1.0)
+    assert entropy_ratio_from_histogram({50: 1}) == pytest.approx(0.0)
+
+
+def test_lorenz_curve_hand_computed():
+    sid_share, item_share = lorenz_curve({2: 1, 1: 2})
+    np.testing.assert_allclose(sid_share, [0.0, 2 / 3, 1.0])
+    np.testing.assert_allclose(item_share, [0.0, 0.5, 1.0])
+
+
+def test_lorenz_area_gives_gini():
+    histogram = {1: 40, 2: 7, 5: 3, 11: 1}
+    sid_share, item_share = lorenz_curve(histogram)
+    area = np.sum((sid_share[1:] - sid_share[:-1]) * (item_share[1:] + item_share[:-1]) / 2)
+    assert 1 - 2 * area == pytest.approx(gini_from_histogram(histogram), abs=1e-12)
+
+
+def test_lorenz_curve_of_no_items_is_diagonal():
+    sid_share, item_share = lorenz_curve({})
+    np.testing.assert_allclose(sid_share, [0.0, 1.0])
+    np.testing.assert_allclose(item_share, [0.0, 1.0])
