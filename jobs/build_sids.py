@@ -13,7 +13,8 @@ Runbook (from the repository root, after ``bash scripts/install.sh``):
     spark-submit --packages io.delta:delta-spark_4.2_2.13:4.4.0 jobs/build_sids.py --config conf/cluster.yaml
 
 Exit codes: 0 on success, 2 for invalid configuration or input (the message names the value
-and the fix), 1 for any other failure.
+and the fix), 3 when the new version fails the quality gate (``gate.thresholds``; its tables
+and metrics are written but the previous active version stays), 1 for any other failure.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import argparse
 import logging
 import sys
 
-from sid.errors import SidError
+from sid.errors import QualityGateError, SidError
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -57,7 +58,7 @@ def overrides_from_args(args: argparse.Namespace) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     # Libraries log at WARNING; the pipeline's own stage and summary lines at INFO.
-    logging.basicConfig(level=logging.WARNING, format=LOG_FORMAT)
+    logging.basicConfig(level=logging.WARNING, format=LOG_FORMAT, stream=sys.stderr, force=True)
     for name in ("sid", "pipelines", "build_sids"):
         logging.getLogger(name).setLevel(logging.INFO)
     log = logging.getLogger("build_sids")
@@ -75,6 +76,9 @@ def main(argv: list[str] | None = None) -> int:
         spark = build_spark(config.spark)
         run_build(spark, config)
         return 0
+    except QualityGateError as error:
+        log.error("%s", error)
+        return 3
     except SidError as error:
         log.error("%s", error)
         return 2

@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from sid.quantize.residual import encode_residual
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
@@ -17,28 +16,33 @@ __all__ = ["ASSIGN_SCHEMA", "assign_codes"]
 
 ASSIGN_SCHEMA = (
     "item_id STRING, raw_codes ARRAY<INT>, candidate_codes ARRAY<ARRAY<INT>>, "
-    "candidate_distances ARRAY<ARRAY<FLOAT>>, quantization_error DOUBLE, embedding_norm DOUBLE"
+    "candidate_distances ARRAY<ARRAY<FLOAT>>, latent ARRAY<FLOAT>, quantization_error DOUBLE, "
+    "embedding_norm DOUBLE"
 )
 
 
-def assign_codes(embeddings: DataFrame, codebooks: list[np.ndarray], *, top_k: int) -> DataFrame:
+def assign_codes(embeddings: DataFrame, quantizer, *, top_k: int) -> DataFrame:
     """Return, per item of ``embeddings`` (item_id, embedding), its raw codes and candidates.
 
-    Columns: raw_codes (L ints), candidate_codes and candidate_distances (L lists of top_k,
-    nearest first, squared L2 to the greedy residual), quantization_error (squared L2 norm
-    of the final residual) and embedding_norm (squared L2 norm of the embedding).
+    ``quantizer`` is broadcast to the executors. Columns: raw_codes (L ints),
+    candidate_codes and candidate_distances (L lists of top_k, nearest first, squared L2 to
+    the greedy residual), latent (the vector the codebooks quantize, which the
+    re-assignment resolvers search with), quantization_error (squared L2 distance between
+    the embedding and quantizer.decode(raw_codes)) and embedding_norm (squared L2 norm of
+    the embedding).
     """
     spark = embeddings.sparkSession
-    broadcast = spark.sparkContext.broadcast([np.asarray(codebook, dtype=np.float32) for codebook in codebooks])
+    broadcast = spark.sparkContext.broadcast(quantizer)
 
     def encode_partition(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        levels = broadcast.value
+        model = broadcast.value
         for batch in batches:
             if batch.empty:
                 continue
             vectors = np.stack(batch["embedding"].to_numpy()).astype(np.float32)
-            result = encode_residual(vectors, levels, top_k=top_k)
-            reconstruction = sum(level[result.codes[:, index]].astype(np.float64) for index, level in enumerate(levels))
+            latent = model.to_latent(vectors)
+            result = model.encode(vectors, top_k=top_k)
+            reconstruction = model.decode(result.codes).astype(np.float64)
             error = ((vectors.astype(np.float64) - reconstruction) ** 2).sum(axis=1)
             yield pd.DataFrame(
                 {
@@ -46,6 +50,7 @@ def assign_codes(embeddings: DataFrame, codebooks: list[np.ndarray], *, top_k: i
                     "raw_codes": list(result.codes.astype(np.int32)),
                     "candidate_codes": [row.tolist() for row in result.candidate_codes.astype(np.int32)],
                     "candidate_distances": [row.tolist() for row in result.candidate_distances],
+                    "latent": list(np.asarray(latent, dtype=np.float32)),
                     "quantization_error": error,
                     "embedding_norm": (vectors.astype(np.float64) ** 2).sum(axis=1),
                 }

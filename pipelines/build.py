@@ -14,11 +14,13 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from pipelines.assign import assign_codes
-from pipelines.embed import embed_items, model_name
+from pipelines.embed import embed_catalog, model_name
+from pipelines.gate import evaluate_build
 from pipelines.ingest import ingest_catalog
 from pipelines.metrics import bucket_metrics, level_metrics, reconstruction_metrics, resolution_metrics
 from pipelines.resolve import resolve_sids
-from pipelines.train import train_quantizer, write_training_sample
+from pipelines.sweep import train_candidates
+from pipelines.train import write_training_sample
 from sid import tables
 from sid.config import PipelineConfig, config_hash
 from sid.errors import PipelineError
@@ -84,21 +86,26 @@ def run_build(spark: SparkSession, config: PipelineConfig) -> BuildSummary:
             counts["ingest"] = items.count()
 
         with _stage("embed", counts):
-            embeddings = embed_items(items, config, item_count=counts["ingest"])
-            embedded = _write_embeddings(spark, embeddings, items, config, names["item_embeddings"], embedding_version)
+            embed_result = embed_catalog(items, config, item_count=counts["ingest"], work_dir=work_dir / "embed")
+            tracking.log_metrics(embed_result.metrics, prefix="embed")
+            # Items with no usable modality are published in quarantine with the ingest rejects.
+            ingested = dataclasses.replace(
+                ingested, quarantine=ingested.quarantine.unionByName(embed_result.quarantine))
+            embedded = _write_embeddings(spark, embed_result.embeddings, items, config, names["item_embeddings"],
+                                         embedding_version)
             counts["embed"] = embedded.count()
 
         with _stage("train", counts):
             sample_folder = work_dir / "train_sample"
             sample_size = write_training_sample(embedded, config, sample_folder)
-            trained = train_quantizer(sample_folder, config)
+            trained = train_candidates(embedded, sample_folder, config)
             counts["train"] = sample_size
             _write_codebooks(spark, trained.codebooks, config, names["codebooks"], codebook_version, run_id)
             tracking.log_metrics(trained.stats, prefix="train")
 
         with _stage("assign", counts):
-            assigned = assign_codes(embedded, trained.codebooks, top_k=config.quantize.top_k)
-            assigned = assigned.join(embedded.select("item_id", "popularity", "priority_hash", "embedding"), "item_id")
+            assigned = assign_codes(embedded, trained.quantizer, top_k=config.quantize.top_k)
+            assigned = assigned.join(embedded.select("item_id", "popularity", "priority_hash"), "item_id")
             assigned = assigned.persist()
             counts["assign"] = assigned.count()
 
@@ -126,6 +133,13 @@ def run_build(spark: SparkSession, config: PipelineConfig) -> BuildSummary:
         tracking.log_metrics(metrics)
         _check_conservation(ingested.input_rows, counts["resolve"], quarantined)
 
+        with _stage("evaluate", counts):
+            gate = evaluate_build(spark, config, codebook_version=codebook_version, tracking=tracking, sids=sids,
+                                  embedded=embedded, items=items, decode=trained.quantizer.decode,
+                                  build_metrics=metrics)
+            counts["evaluate"] = int(gate.metrics["coverage/covered_items"])
+            metrics.update(gate.metrics)
+
         assigned.unpersist()
         items.unpersist()
         shutil.rmtree(work_dir, ignore_errors=True)
@@ -136,6 +150,7 @@ def run_build(spark: SparkSession, config: PipelineConfig) -> BuildSummary:
         )
         tracking.log_metrics({"seconds": summary.seconds})
     _log_summary(summary, config)
+    gate.raise_if_failed()
     return summary
 
 
@@ -146,7 +161,6 @@ def _write_embeddings(spark, embeddings: DataFrame, items: DataFrame, config: Pi
 
     rows = (
         embeddings.join(items.select("item_id", "item_text"), "item_id")
-        .withColumn("text_embedding", F.col("embedding"))
         .withColumn("model", F.lit(model_name(config.embed)))
         .withColumn("embedding_version", F.lit(version))
         .withColumn("created_at", F.current_timestamp())

@@ -18,7 +18,6 @@ import pandas as pd
 from sid.config import ResolveConfig
 from sid.resolve import EcmResolver, ForgeResolver, RrsResolver
 from sid.resolve.result import RESOLVED_COLUMNS, RESOLVED_SCHEMA, STEP_PENDING
-from sid.resolve.suffix import resolve_suffix
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
@@ -56,7 +55,8 @@ def resolve_sids(
     distance_increase, step), one row per row of ``assigned``.
 
     ``assigned`` needs item_id, raw_codes, popularity and priority_hash; the re-assignment
-    strategies also need candidate_codes, candidate_distances and embedding.
+    strategies also need candidate_codes, candidate_distances and latent (the vector the
+    codebooks quantize).
     """
     if config.strategy == "suffix":
         return _resolve_suffix(assigned, config)
@@ -64,24 +64,32 @@ def resolve_sids(
 
 
 def _resolve_suffix(assigned: DataFrame, config: ResolveConfig) -> DataFrame:
+    """Spark SQL form of :func:`sid.resolve.suffix.resolve_suffix` for a build with no taken SIDs.
+
+    The extra code is the item's rank inside its raw SID in the priority order, which is
+    what the library function returns when nothing is taken; a window function does it
+    without a Python call per group.
+    """
+    from pyspark.sql import Window
     from pyspark.sql import functions as F
 
-    mode = config.suffix_mode
-
-    def resolve_group(group: pd.DataFrame) -> pd.DataFrame:
-        resolved = resolve_suffix(group.drop(columns=["_raw_sid"]), mode=mode)
-        appended = resolved["codes"].map(len) > len(group["raw_codes"].iloc[0])
-        resolved["moved"] = False
-        resolved["levels_changed"] = 0
-        resolved["distance_increase"] = 0.0
-        resolved["step"] = np.where(appended, "append", "keep")
-        return resolved[RESOLVED_COLUMNS]
-
-    return (
+    by_sid = Window.partitionBy("raw_codes")
+    rank = F.row_number().over(by_sid.orderBy(F.col("popularity").desc(), F.col("priority_hash").asc())) - 1
+    size = F.count(F.lit(1)).over(by_sid)
+    frame = (
         assigned.select("item_id", "raw_codes", "popularity", "priority_hash")
-        .withColumn("_raw_sid", F.concat_ws(",", F.col("raw_codes").cast("array<string>")))
-        .groupBy("_raw_sid")
-        .applyInPandas(resolve_group, schema=RESOLVED_SCHEMA)
+        .withColumn("_rank", rank)
+        .withColumn("_size", size)
+    )
+    append = F.lit(True) if config.suffix_mode == "all" else F.col("_size") > 1
+    return frame.select(
+        "item_id",
+        F.when(append, F.concat(F.col("raw_codes"), F.array(F.col("_rank").cast("int")))).otherwise(F.col("raw_codes")).alias("codes"),
+        (F.col("_size") > 1).alias("collided"),
+        F.lit(False).alias("moved"),
+        F.lit(0).alias("levels_changed"),
+        F.lit(0.0).cast("double").alias("distance_increase"),
+        F.when(append, F.lit("append")).otherwise(F.lit("keep")).alias("step"),
     )
 
 
@@ -95,11 +103,31 @@ def _resolve_bands(assigned: DataFrame, config: ResolveConfig, *, codebooks, see
         resolved = resolver.resolve_group(group.drop(columns=["_band"]), taken=(), codebooks=levels)
         return resolved[RESOLVED_COLUMNS]
 
-    # Stage 1: last-level moves inside each band of equal first L-1 codes.
-    inputs = assigned.select(*BAND_INPUT_COLUMNS)
-    band = F.concat_ws(",", F.slice(F.col("raw_codes"), 1, F.size("raw_codes") - 1).cast("array<string>"))
-    banded = inputs.withColumn("_band", band).groupBy("_band").applyInPandas(resolve_band, schema=RESOLVED_SCHEMA)
-    banded = banded.persist()
+    # Stage 1: last-level moves inside each band of equal first L-1 codes. Only bands that
+    # hold an over-full raw SID need a Python call; every other item keeps its raw SID.
+    from pyspark.sql import Window
+
+    inputs = assigned.withColumnRenamed("latent", "embedding").select(*BAND_INPUT_COLUMNS)
+    band = F.slice(F.col("raw_codes"), 1, F.size("raw_codes") - 1)
+    over_full = F.count(F.lit(1)).over(Window.partitionBy("raw_codes")) > config.capacity
+    flagged = (
+        inputs.withColumn("_band", band)
+        .withColumn("_over_full", over_full)
+        .withColumn("_band_over_full", F.max(F.col("_over_full").cast("int")).over(Window.partitionBy("_band")) > 0)
+    )
+    calm = flagged.where(~F.col("_band_over_full")).select(
+        "item_id",
+        F.col("raw_codes").alias("codes"),
+        F.lit(False).alias("collided"),
+        F.lit(False).alias("moved"),
+        F.lit(0).alias("levels_changed"),
+        F.lit(0.0).cast("double").alias("distance_increase"),
+        F.lit("keep").alias("step"),
+    )
+    contested = flagged.where(F.col("_band_over_full")).drop("_over_full", "_band_over_full")
+    banded = calm.unionByName(
+        contested.groupBy("_band").applyInPandas(resolve_band, schema=RESOLVED_SCHEMA)
+    ).persist()
 
     pending_ids = [row.item_id for row in banded.where(F.col("step") == STEP_PENDING).select("item_id").collect()]
     if not pending_ids:

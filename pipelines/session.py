@@ -6,6 +6,7 @@ import glob
 import logging
 import os
 import pathlib
+import sys
 from typing import TYPE_CHECKING
 
 from sid.config import RayConfig, SparkConfig
@@ -50,6 +51,9 @@ def build_spark(config: SparkConfig) -> SparkSession:
     from pyspark.sql import SparkSession
 
     loopback_environment()
+    if config.master.startswith("local"):
+        # Local Python workers run the driver's interpreter, so they see the same packages.
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     warehouse = pathlib.Path(config.warehouse_dir).resolve()
     warehouse.mkdir(parents=True, exist_ok=True)
 

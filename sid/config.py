@@ -22,11 +22,19 @@ from sid.errors import ConfigError
 
 __all__ = [
     "CatalogConfig",
+    "CollaborativeConfig",
+    "ContrastiveConfig",
     "EmbedConfig",
+    "EvaluateConfig",
+    "FusionConfig",
+    "GateConfig",
+    "ImageConfig",
     "MlflowConfig",
     "PipelineConfig",
     "QuantizeConfig",
     "RayConfig",
+    "RqvaeConfig",
+    "SweepConfig",
     "ResolveConfig",
     "RunConfig",
     "SparkConfig",
@@ -106,22 +114,249 @@ class EmbedConfig:
     normalize: bool = True
     # Torch threads per Spark task; 1 avoids oversubscribing cores that run tasks in parallel.
     torch_threads: int = 1
+    image: ImageConfig = dataclasses.field(default_factory=lambda: ImageConfig())
+    collaborative: CollaborativeConfig = dataclasses.field(default_factory=lambda: CollaborativeConfig())
+    fusion: FusionConfig = dataclasses.field(default_factory=lambda: FusionConfig())
+
+
+MODALITIES = ("text", "image", "collaborative")
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageConfig:
+    """Options of the image modality (embed.image)."""
+
+    # none: no image modality; vector: a catalog column of precomputed vectors;
+    # path: a catalog column of image file paths, encoded with a local torchvision model.
+    source: Literal["none", "vector", "path"] = "none"
+    column: str = "image"
+    # source=vector: the expected length; rows of another length are masked, not padded.
+    dim: int | None = None
+    # source=path: a torchvision architecture name and a local state_dict file of it. The
+    # weights are never downloaded; the classifier layer is dropped to give features.
+    architecture: str = "resnet18"
+    model_path: str | None = None
+    # Relative paths in the column resolve against this folder; None uses the working directory.
+    root: str | None = None
+    # Side of the square center crop fed to the model, in pixels.
+    image_size: int = 224
+
+    def __post_init__(self) -> None:
+        if self.source == "vector" and (self.dim is None or self.dim < 1):
+            raise ConfigError(f"embed.image.dim={self.dim} must be >= 1 when embed.image.source=vector; "
+                              "set it to the length of the precomputed image vectors")
+        if self.source == "path" and not self.model_path:
+            raise ConfigError("embed.image.model_path is required when embed.image.source=path; point it at a "
+                              f"local state_dict file of torchvision's {self.architecture}")
+        if self.image_size < 16:
+            raise ConfigError(f"embed.image.image_size={self.image_size} must be >= 16 pixels")
+
+
+@dataclasses.dataclass(frozen=True)
+class CollaborativeConfig:
+    """Options of the collaborative modality (embed.collaborative), learned from interactions."""
+
+    # none: no collaborative modality; svd: seeded truncated SVD of the item co-occurrence
+    # matrix; word2vec: item2vec with Spark MLlib Word2Vec over user sequences.
+    method: Literal["none", "svd", "word2vec"] = "none"
+    dim: int = 64
+    # Two items co-occur when at most this many positions apart in one user's sequence.
+    window: int = 5
+    # svd: counts become positive pointwise mutual information (ppmi) or log(1 + count).
+    weighting: Literal["ppmi", "log"] = "ppmi"
+    # svd: extra random directions and power iterations of the randomized SVD (Halko et al. 2011).
+    oversampling: int = 10
+    power_iterations: int = 4
+    # word2vec: passes over the sequences and the learning rate of MLlib's Word2Vec.
+    iterations: int = 5
+    step_size: float = 0.025
+
+    def __post_init__(self) -> None:
+        for key, value, minimum in (("dim", self.dim, 1), ("window", self.window, 1),
+                                    ("oversampling", self.oversampling, 0),
+                                    ("power_iterations", self.power_iterations, 0),
+                                    ("iterations", self.iterations, 1)):
+            if value < minimum:
+                raise ConfigError(f"embed.collaborative.{key}={value} must be >= {minimum}")
+        if self.step_size <= 0:
+            raise ConfigError(f"embed.collaborative.step_size={self.step_size} must be > 0")
+
+
+@dataclasses.dataclass(frozen=True)
+class ContrastiveConfig:
+    """FORGE's contrastive alignment (arXiv 2509.20904) as a learned head on the fused vector."""
+
+    enabled: bool = False
+    # Output size of the head; None keeps the fused size (the head then starts as the identity).
+    output_dim: int | None = None
+    # Softmax temperature of InfoNCE. On MiniLM text vectors of a Beauty slice, 0.2 widened the
+    # held-out cosine gap of co-occurring pairs (0.066 to 0.11); 0.07 narrowed it (to 0.051).
+    temperature: float = 0.2
+    epochs: int = 10
+    batch_size: int = 512
+    learning_rate: float = 1e-3
+    weight_decay: float = 1e-4
+    # Co-occurring pairs used, those with the smallest seeded hash; a share is held out to
+    # measure the similarity gap before and after the head.
+    max_pairs: int = 200_000
+    holdout_fraction: float = 0.1
+    num_cpus: int = 1
+
+    def __post_init__(self) -> None:
+        for key, value in (("epochs", self.epochs), ("max_pairs", self.max_pairs), ("num_cpus", self.num_cpus)):
+            if value < 1:
+                raise ConfigError(f"embed.fusion.contrastive.{key}={value} must be >= 1")
+        if self.batch_size < 2:
+            raise ConfigError(f"embed.fusion.contrastive.batch_size={self.batch_size} must be >= 2 "
+                              "(in-batch negatives need at least two pairs)")
+        if self.output_dim is not None and self.output_dim < 1:
+            raise ConfigError(f"embed.fusion.contrastive.output_dim={self.output_dim} must be >= 1 or null")
+        for key, value in (("temperature", self.temperature), ("learning_rate", self.learning_rate)):
+            if value <= 0:
+                raise ConfigError(f"embed.fusion.contrastive.{key}={value} must be > 0")
+        if not 0 < self.holdout_fraction < 0.5:
+            raise ConfigError(f"embed.fusion.contrastive.holdout_fraction={self.holdout_fraction} must be in (0, 0.5)")
+
+
+@dataclasses.dataclass(frozen=True)
+class FusionConfig:
+    """Options of the fusion of modality vectors into one item embedding (embed.fusion)."""
+
+    # Each modality is L2-normalized, then scaled by its weight; 0 leaves a modality out.
+    weights: dict[str, float] = dataclasses.field(
+        default_factory=lambda: {"text": 1.0, "image": 1.0, "collaborative": 1.0}
+    )
+    # concat: weighted parts side by side; project: each part mapped to projection_dim by a
+    # seeded Gaussian projection, then the weighted parts are summed.
+    mode: Literal["concat", "project"] = "concat"
+    projection_dim: int = 256
+    # PCA to this size, fitted on a seeded sample of fused vectors; None skips PCA.
+    pca_dim: int | None = None
+    pca_sample_size: int = 100_000
+    contrastive: ContrastiveConfig = dataclasses.field(default_factory=ContrastiveConfig)
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.weights) - set(MODALITIES))
+        if unknown:
+            raise ConfigError(f"embed.fusion.weights names unknown modality {unknown}; "
+                              f"valid modalities are: {', '.join(MODALITIES)}")
+        for modality, weight in self.weights.items():
+            if weight < 0:
+                raise ConfigError(f"embed.fusion.weights.{modality}={weight} must be >= 0")
+        for key, value, minimum in (("projection_dim", self.projection_dim, 1),
+                                    ("pca_sample_size", self.pca_sample_size, 2)):
+            if value < minimum:
+                raise ConfigError(f"embed.fusion.{key}={value} must be >= {minimum}")
+        if self.pca_dim is not None and self.pca_dim < 1:
+            raise ConfigError(f"embed.fusion.pca_dim={self.pca_dim} must be >= 1 or null")
+
+
+@dataclasses.dataclass(frozen=True)
+class RqvaeConfig:
+    """Options of the RQ-VAE (quantize.method=rqvae)."""
+
+    # Encoder hidden widths; the decoder mirrors them. FORGE (arXiv 2509.20904) uses 256, 256.
+    hidden_dims: tuple[int, ...] = (256, 256)
+    # Dimension of the latent vectors that the codebooks quantize (FORGE: 64).
+    latent_dim: int = 64
+    # Weight of the encoder commitment term (TIGER, arXiv 2305.05065, uses 0.25).
+    beta: float = 0.25
+    epochs: int = 100
+    batch_size: int = 1024
+    learning_rate: float = 2e-3
+    weight_decay: float = 1e-4
+    # Linear warm-up, then cosine decay to min_learning_rate at the last epoch.
+    warmup_epochs: int = 5
+    min_learning_rate: float = 1e-6
+    # Each codebook starts as k-means centroids of the latent residuals of the first batches.
+    kmeans_init: bool = True
+    kmeans_init_batches: int = 8
+    # A code unused for this many optimizer steps moves onto a latent residual of the
+    # current batch; 0 disables restarts.
+    restart_unused_steps: int = 200
+    # Sinkhorn-balanced code assignment during training (FORGE); encoding stays argmin.
+    sinkhorn: bool = False
+    sinkhorn_iterations: int = 5
+    sinkhorn_epsilon: float = 0.1
+    # FORGE's InfoNCE term on co-occurring item pairs (consecutive items in user sequences).
+    contrastive: bool = False
+    contrastive_weight: float = 1.0
+    # Share of training items held out, by a seeded hash, for early stopping.
+    holdout_fraction: float = 0.05
+    # Stop after this many epochs without a lower held-out loss; 0 disables early stopping.
+    patience: int = 10
+    # bf16 runs the encoder and decoder under autocast; codebook math stays float32.
+    precision: Literal["float32", "bf16"] = "float32"
+    # More than one worker trains data-parallel with Ray Train (TorchTrainer).
+    num_workers: int = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepConfig:
+    # Each candidate is a mapping of quantize keys plus a unique name, laid over the
+    # quantize section, e.g. {name: rqvae-small, method: rqvae, rqvae: {epochs: 20}}.
+    # An empty list trains the quantize section alone.
+    candidates: tuple[dict[str, Any], ...] = ()
+    # The candidate with the best value of this metric on the training sample is kept:
+    # collision_rate, reconstruction_relative and gini are minimized, utilization maximized.
+    metric: Literal["collision_rate", "utilization", "reconstruction_relative", "gini"] = "collision_rate"
 
 
 @dataclasses.dataclass(frozen=True)
 class QuantizeConfig:
-    method: Literal["residual_kmeans"] = "residual_kmeans"
+    # residual_kmeans: faiss k-means per level; faiss_rq: faiss ResidualQuantizer trained
+    # and encoded with beam search; rqvae: the RQ-VAE in PyTorch.
+    method: Literal["residual_kmeans", "faiss_rq", "rqvae"] = "residual_kmeans"
     levels: int = 3
     # One size for every level, or a list with one size per level.
     codebook_size: int | tuple[int, ...] = 256
     # At most this many embeddings, chosen by a seeded hash of item_id, train the codebooks.
     train_sample_size: int = 1_000_000
     kmeans_iterations: int = 25
+    # residual_kmeans: faiss's random-sample initialization or k-means++ seeding.
+    init: Literal["faiss", "kmeans++"] = "faiss"
+    # residual_kmeans: assign codes by the direction of each residual (cosine) instead of L2.
+    normalize_residuals: bool = False
+    # residual_kmeans: balanced assignment while fitting the levels in balance_levels.
+    balance: Literal["none", "sinkhorn", "capacity"] = "none"
+    # Levels (0-based) that balance applies to; null means every level.
+    balance_levels: tuple[int, ...] | None = None
+    # faiss_rq: beam width of the residual quantizer's encoder.
+    beam_size: int = 5
     # Candidate codes kept per level for conflict resolution.
     top_k: int = 10
-    # Resources of the Ray actor that fits the quantizer.
+    # Resources of the Ray actor that fits the quantizer, or of each Ray Train worker.
     num_cpus: int = 1
     num_gpus: float = 0
+    rqvae: RqvaeConfig = dataclasses.field(default_factory=RqvaeConfig)
+    sweep: SweepConfig = dataclasses.field(default_factory=SweepConfig)
+
+    def codebook_sizes(self) -> tuple[int, ...]:
+        """Return one codebook size per level."""
+        if isinstance(self.codebook_size, int):
+            return (self.codebook_size,) * self.levels
+        return tuple(self.codebook_size)
+
+    def candidates(self) -> list[tuple[str, QuantizeConfig]]:
+        """Return (name, config) of every sweep candidate, each laid over this section.
+
+        Raises ConfigError for a candidate without a unique name or with an invalid key.
+        """
+        base = dataclasses.asdict(self)
+        base.pop("sweep")
+        result: list[tuple[str, QuantizeConfig]] = []
+        for index, candidate in enumerate(self.sweep.candidates):
+            key = f"quantize.sweep.candidates[{index}]"
+            overrides = dict(candidate)
+            name = overrides.pop("name", None)
+            if not isinstance(name, str) or not name:
+                raise ConfigError(f"{key} needs a non-empty string name, e.g. name: rqvae-small")
+            if name in {existing for existing, _ in result}:
+                raise ConfigError(f"{key}.name={name!r} is used by another candidate; give each a unique name")
+            if "sweep" in overrides:
+                raise ConfigError(f"{key} cannot hold a sweep of its own; remove its sweep key")
+            result.append((name, _build(QuantizeConfig, _merge(base, overrides), f"{key}.")))
+        return result
 
 
 @dataclasses.dataclass(frozen=True)
@@ -143,6 +378,48 @@ class TablesConfig:
     codebooks: str = "codebooks"
     item_sids: str = "item_sids"
     quarantine: str = "quarantine"
+    sid_metrics: str = "sid_metrics"
+    active_version: str = "active_version"
+    # View over item_sids restricted to the version named in active_version.
+    item_sids_current: str = "item_sids_current"
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaluateConfig:
+    # Cutoffs of the embedding hit rate; a cutoff of at least the number of candidate
+    # items is skipped with a warning, because every target would be a hit.
+    hit_rate_ks: tuple[int, ...] = (10, 20, 100)
+    # Held-out consecutive pairs of user sequences scored, chosen by a seeded hash of the pair.
+    hit_rate_pairs: int = 5000
+    # Neighbours per query item and query items (chosen by priority hash) of neighbour recall.
+    neighbour_k: int = 10
+    neighbour_queries: int = 1000
+    # Catalogs up to this many items go to the driver whole for hit rate and neighbour
+    # recall (two float32 vectors per item); larger ones as a seeded sample of this size.
+    max_driver_items: int = 100_000
+    # Prefix purity compares prefixes with the category path cut at this depth. Amazon
+    # paths start with the store name ("Beauty"), so depth 1 says nothing there.
+    category_depth: int = 2
+
+
+# Bounds that a healthy build passes: unique SIDs. forge_* runs with resolve.capacity > 1
+# collide by design and need their own thresholds.
+DEFAULT_GATE_THRESHOLDS = {"final/collision_rate": {"max": 0.0}}
+
+
+@dataclasses.dataclass(frozen=True)
+class GateConfig:
+    # Metric key (as logged to MLflow) -> {"min": ..., "max": ...}, bounds inclusive. A
+    # config that sets thresholds replaces this whole mapping; {} activates every version.
+    thresholds: dict[str, dict[str, float]] = dataclasses.field(
+        default_factory=lambda: {metric: dict(bounds) for metric, bounds in DEFAULT_GATE_THRESHOLDS.items()}
+    )
+
+    def __post_init__(self) -> None:
+        from sid.metrics.gate import check_quality_gate
+
+        # Validates the bound names and values; raises ValueError naming the metric.
+        check_quality_gate({}, self.thresholds)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -166,6 +443,8 @@ class PipelineConfig:
     quantize: QuantizeConfig = dataclasses.field(default_factory=QuantizeConfig)
     resolve: ResolveConfig = dataclasses.field(default_factory=ResolveConfig)
     tables: TablesConfig = dataclasses.field(default_factory=TablesConfig)
+    evaluate: EvaluateConfig = dataclasses.field(default_factory=EvaluateConfig)
+    gate: GateConfig = dataclasses.field(default_factory=GateConfig)
     run: RunConfig = dataclasses.field(default_factory=RunConfig)
 
     def __post_init__(self) -> None:
@@ -269,10 +548,25 @@ def _build(cls: type, raw: Any, prefix: str) -> Any:
         raise ConfigError(f"invalid config section {prefix.rstrip('.')}: {error}") from error
 
 
+def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """Return ``base`` with ``overrides`` laid over it, mappings merged key by key."""
+    merged = dict(base)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
 def _coerce(value: Any, hint: Any, key: str) -> Any:
     """Check ``value`` against type ``hint``; lists become tuples for tuple fields."""
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
+
+    if hint is Any:
+        # Free-form values (sweep candidates) are validated by the section that owns them.
+        return value
 
     if origin in (typing.Union, types.UnionType):
         errors = []
@@ -297,7 +591,10 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
     if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"config key {key}={value!r} must be a mapping")
-        return {str(k): str(v) for k, v in value.items()}
+        value_hint = args[1] if args else str
+        if value_hint is str:
+            return {str(k): str(v) for k, v in value.items()}
+        return {str(k): _coerce(v, value_hint, f"{key}.{k}") for k, v in value.items()}
     if hint is bool:
         if isinstance(value, bool):
             return value
@@ -349,6 +646,11 @@ def _check_ranges(config: PipelineConfig) -> None:
         ("embed.max_seq_length", config.embed.max_seq_length, 8),
         ("embed.torch_threads", config.embed.torch_threads, 1),
         ("spark.shuffle_partitions", config.spark.shuffle_partitions, 1),
+        ("evaluate.hit_rate_pairs", config.evaluate.hit_rate_pairs, 1),
+        ("evaluate.neighbour_k", config.evaluate.neighbour_k, 1),
+        ("evaluate.neighbour_queries", config.evaluate.neighbour_queries, 1),
+        ("evaluate.max_driver_items", config.evaluate.max_driver_items, 2),
+        ("evaluate.category_depth", config.evaluate.category_depth, 1),
     ]
     for key, value, minimum in checks:
         if value < minimum:
@@ -362,9 +664,53 @@ def _check_ranges(config: PipelineConfig) -> None:
         )
     if quantize.num_gpus < 0:
         raise ConfigError(f"quantize.num_gpus={quantize.num_gpus} must be >= 0")
+    _check_quantize_options(quantize, "quantize")
+    for index, (_, candidate) in enumerate(quantize.candidates()):
+        _check_quantize_options(candidate, f"quantize.sweep.candidates[{index}]")
     if config.run.partitions is not None and config.run.partitions < 1:
         raise ConfigError(f"run.partitions={config.run.partitions} must be >= 1 or null")
     if config.run.item_limit is not None and config.run.item_limit < 1:
         raise ConfigError(f"run.item_limit={config.run.item_limit} must be >= 1 or null")
+    if not config.evaluate.hit_rate_ks or min(config.evaluate.hit_rate_ks) < 1:
+        raise ConfigError(f"evaluate.hit_rate_ks={list(config.evaluate.hit_rate_ks)} must list cutoffs >= 1")
     if not config.embed.text_template:
         raise ConfigError("embed.text_template is empty; list at least one part such as '{title}'")
+
+
+def _check_quantize_options(quantize: QuantizeConfig, prefix: str) -> None:
+    """Reject quantizer options that have the right type but cannot work."""
+    sizes = quantize.codebook_sizes()
+    if len(sizes) != quantize.levels or min(sizes) < 2:
+        raise ConfigError(
+            f"{prefix}.codebook_size={quantize.codebook_size} must give {quantize.levels} sizes of at least 2 "
+            f"({prefix}.levels={quantize.levels})"
+        )
+    for level in quantize.balance_levels or ():
+        if not 0 <= level < quantize.levels:
+            raise ConfigError(f"{prefix}.balance_levels contains {level}; levels are 0 to {quantize.levels - 1}")
+    rqvae = quantize.rqvae
+    checks = [
+        (f"{prefix}.beam_size", quantize.beam_size, 1),
+        (f"{prefix}.rqvae.latent_dim", rqvae.latent_dim, 1),
+        (f"{prefix}.rqvae.epochs", rqvae.epochs, 1),
+        (f"{prefix}.rqvae.batch_size", rqvae.batch_size, 2),
+        (f"{prefix}.rqvae.kmeans_init_batches", rqvae.kmeans_init_batches, 1),
+        (f"{prefix}.rqvae.sinkhorn_iterations", rqvae.sinkhorn_iterations, 1),
+        (f"{prefix}.rqvae.num_workers", rqvae.num_workers, 1),
+        (f"{prefix}.rqvae.warmup_epochs", rqvae.warmup_epochs, 0),
+        (f"{prefix}.rqvae.restart_unused_steps", rqvae.restart_unused_steps, 0),
+        (f"{prefix}.rqvae.patience", rqvae.patience, 0),
+        (f"{prefix}.rqvae.beta", rqvae.beta, 0),
+        (f"{prefix}.rqvae.weight_decay", rqvae.weight_decay, 0),
+        (f"{prefix}.rqvae.contrastive_weight", rqvae.contrastive_weight, 0),
+    ]
+    checks += [(f"{prefix}.rqvae.hidden_dims[{i}]", width, 1) for i, width in enumerate(rqvae.hidden_dims)]
+    for key, value, minimum in checks:
+        if value < minimum:
+            raise ConfigError(f"{key}={value} must be >= {minimum}")
+    for key, value in ((f"{prefix}.rqvae.learning_rate", rqvae.learning_rate),
+                       (f"{prefix}.rqvae.sinkhorn_epsilon", rqvae.sinkhorn_epsilon)):
+        if value <= 0:
+            raise ConfigError(f"{key}={value} must be > 0")
+    if not 0 <= rqvae.holdout_fraction < 0.5:
+        raise ConfigError(f"{prefix}.rqvae.holdout_fraction={rqvae.holdout_fraction} must be in [0, 0.5)")

@@ -1,6 +1,14 @@
 """Exception types of the sid package."""
 
-__all__ = ["CatalogError", "ConfigError", "PipelineError", "QuantizerError", "SidError"]
+__all__ = [
+    "CatalogError",
+    "ConfigError",
+    "MappingError",
+    "PipelineError",
+    "QualityGateError",
+    "QuantizerError",
+    "SidError",
+]
 
 
 class SidError(Exception):
@@ -21,3 +29,18 @@ class QuantizerError(SidError, ValueError):
 
 class PipelineError(SidError, RuntimeError):
     """A broken invariant of a pipeline run, such as items lost between stages."""
+
+
+class MappingError(SidError, ValueError):
+    """An item-to-SID mapping that cannot be evaluated, such as one with mixed SID lengths."""
+
+
+class QualityGateError(SidError, RuntimeError):
+    """A codebook version whose metrics fail the quality gate, so it was not activated.
+
+    ``failures`` contains one :class:`sid.metrics.GateFailure` per failed bound.
+    """
+
+    def __init__(self, message: str, failures: list) -> None:
+        super().__init__(message)
+        self.failures = failures

@@ -15,10 +15,12 @@ if TYPE_CHECKING:
 from sid.config import TablesConfig
 
 __all__ = [
+    "ACTIVE_VERSION_SCHEMA",
     "CODEBOOKS_SCHEMA",
     "ITEM_EMBEDDINGS_SCHEMA",
     "ITEM_SIDS_SCHEMA",
     "QUARANTINE_SCHEMA",
+    "SID_METRICS_SCHEMA",
     "ensure_database",
     "qualified_name",
     "write_version",
@@ -27,9 +29,13 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 # Spark DDL strings keep this module importable without pyspark.
+# embedding is the fused vector. The per-modality parts are null where modality_mask is false,
+# and mask_reasons gives the cause of each missing part.
 ITEM_EMBEDDINGS_SCHEMA = (
     "item_id STRING NOT NULL, embedding ARRAY<FLOAT>, text_embedding ARRAY<FLOAT>, "
-    "item_text STRING, model STRING, embedding_version STRING NOT NULL, created_at TIMESTAMP"
+    "item_text STRING, model STRING, embedding_version STRING NOT NULL, created_at TIMESTAMP, "
+    "image_embedding ARRAY<FLOAT>, collaborative_embedding ARRAY<FLOAT>, "
+    "modality_mask STRUCT<text: BOOLEAN, image: BOOLEAN, collaborative: BOOLEAN>, mask_reasons ARRAY<STRING>"
 )
 CODEBOOKS_SCHEMA = (
     "codebook_version STRING NOT NULL, level INT NOT NULL, code INT NOT NULL, "
@@ -43,6 +49,13 @@ ITEM_SIDS_SCHEMA = (
 QUARANTINE_SCHEMA = (
     "item_id STRING, stage STRING NOT NULL, reason STRING NOT NULL, raw_record STRING, "
     "run_id STRING NOT NULL, quarantined_at TIMESTAMP"
+)
+
+# One row per metric of a codebook version (or of an evaluated mapping's label).
+SID_METRICS_SCHEMA = "codebook_version STRING NOT NULL, metric STRING NOT NULL, value DOUBLE, computed_at TIMESTAMP"
+# One row per database: the codebook version that item_sids_current shows.
+ACTIVE_VERSION_SCHEMA = (
+    "database STRING NOT NULL, codebook_version STRING NOT NULL, activated_at TIMESTAMP, mlflow_run_id STRING"
 )
 
 
@@ -73,6 +86,7 @@ def write_version(
     from pyspark.sql import functions as F
 
     spark.sql(f"CREATE TABLE IF NOT EXISTS {table} ({schema}) USING DELTA")
+    _add_missing_columns(spark, table, schema)
     columns = [field.name for field in spark.table(table).schema.fields]
     missing = [column for column in columns if column not in frame.columns]
     if missing:
@@ -85,3 +99,16 @@ def write_version(
     count = spark.table(table).where(F.col(key_column) == key_value).count()
     logger.info("table=%s %s=%s rows=%d written", table, key_column, key_value, count)
     return count
+
+
+def _add_missing_columns(spark: SparkSession, table: str, schema: str) -> None:
+    """Add the columns of ``schema`` that an older ``table`` lacks; old rows read them as null."""
+    from pyspark.sql import types as T
+
+    existing = {field.name for field in spark.table(table).schema.fields}
+    expected = T.StructType.fromDDL(schema)
+    missing = [field for field in expected.fields if field.name not in existing]
+    if missing:
+        columns = ", ".join(f"{field.name} {field.dataType.simpleString()}" for field in missing)
+        spark.sql(f"ALTER TABLE {table} ADD COLUMNS ({columns})")
+        logger.info("table=%s columns_added=%s", table, ",".join(field.name for field in missing))

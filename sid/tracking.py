@@ -79,6 +79,12 @@ class MlflowRun:
 
         mlflow.set_tags(dict(tags))
 
+    def log_artifacts(self, folder: str | os.PathLike, artifact_path: str) -> None:
+        """Upload every file of ``folder`` under ``artifact_path`` of the run."""
+        import mlflow
+
+        mlflow.log_artifacts(str(folder), artifact_path=artifact_path)
+
     def log_dict(self, data: Mapping, name: str) -> None:
         import mlflow
 

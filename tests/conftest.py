@@ -28,17 +28,27 @@ for key, value in {
     "HF_HUB_OFFLINE": "1",
     "TRANSFORMERS_OFFLINE": "1",
     "TOKENIZERS_PARALLELISM": "false",
+    # Cut Ray Train's fixed start-up and shutdown overhead on small test runs.
+    "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2",
+    "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0",
 }.items():
     os.environ.setdefault(key, value)
 
 
-def run_job(args: list[str], cwd: pathlib.Path, *, timeout: int = 900) -> subprocess.CompletedProcess:
-    """Run jobs/build_sids.py through scripts/spark-submit.sh in ``cwd``; return the result."""
+def run_job(args: list[str], cwd: pathlib.Path, *, timeout: int = 900,
+            script: str = "build_sids.py") -> subprocess.CompletedProcess:
+    """Run ``jobs/<script>`` through scripts/spark-submit.sh in ``cwd``; return the result.
+
+    The job's stdout and stderr are captured as one stream, in both ``result.stdout`` and
+    ``result.stderr``, because Spark, Ray and the job's logging each pick their own stream.
+    """
     env = dict(os.environ, SPARK_DRIVER_MEMORY="2g")
-    return subprocess.run(
-        ["bash", str(ROOT / "scripts" / "spark-submit.sh"), str(ROOT / "jobs" / "build_sids.py"), *args],
-        cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,
+    result = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "spark-submit.sh"), str(ROOT / "jobs" / script), *args],
+        cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout,
     )
+    result.stderr = result.stdout
+    return result
 
 
 def write_config(folder: pathlib.Path, name: str, text: str) -> pathlib.Path:
@@ -160,8 +170,142 @@ def strategy_builds(workspace, bad_input_build):
     return results
 
 
+# Too strict on purpose: every codebook loses some reconstruction energy.
+STRICT_GATE = '{"final/collision_rate": {"max": 0.0}, "final/reconstruction_relative": {"max": 0.0}}'
+
+
 @pytest.fixture(scope="session")
-def spark(workspace, beauty_builds, bad_input_build, strategy_builds):
+def gate_failure_build(workspace, bad_input_build):
+    """Rebuild the small catalog with a gate it cannot pass; return the process result.
+
+    The rejected version's SIDs go to separate item_sids and quarantine tables of sid_bad,
+    so the bad-input tests still see one version, while active_version and sid_metrics are
+    the ones the passing build wrote.
+    """
+    result = run_job([
+        "--config", str(workspace / "bad.yaml"),
+        "--set", f"gate.thresholds={STRICT_GATE}",
+        "--set", "tables.item_sids=item_sids_rejected",
+        "--set", "tables.quarantine=quarantine_rejected",
+    ], workspace)
+    sys.stderr.write(result.stderr[-2000:])
+    return result
+
+
+EXTERNAL_MAPPING_ITEMS = 30
+
+
+@pytest.fixture(scope="session")
+def external_evaluation(workspace, bad_input_build):
+    """Evaluate an external CSV mapping of the small catalog: 30 published items plus one
+    item the catalog lacks, with SID strings of three levels. Return the process result."""
+    import csv
+    import hashlib
+
+    from sid.codes import format_sid
+
+    published = sorted(
+        {row["item_id"] for row in BAD_CATALOG if row["item_id"]} - {"no-text"}
+    )[:EXTERNAL_MAPPING_ITEMS]
+    path = workspace / "external_sids.csv"
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["item_id", "sid"])
+        for item_id in [*published, "not-in-catalog"]:
+            digest = hashlib.sha256(item_id.encode("utf-8")).digest()
+            writer.writerow([item_id, format_sid([digest[0] % 4, digest[1] % 4, digest[2] % 8])])
+    result = run_job(["--config", str(workspace / "bad.yaml"), "--mapping", str(path)], workspace,
+                     script="evaluate_sids.py")
+    sys.stderr.write(result.stderr[-2000:])
+    assert result.returncode == 0, result.stderr[-4000:]
+    return result
+
+
+IMAGE_DIM = 8
+
+
+def multimodal_catalog() -> tuple[list[dict], list[dict]]:
+    """Return (items, interactions) of a small catalog with image vectors and bad inputs.
+
+    The filler items of BAD_CATALOG get valid 8-d image vectors. mm-wrong-length and mm-nan
+    have unusable ones, and mm-image-only has no text. mm-nothing has no text, no image and
+    no interactions. filler-031 never occurs in interactions, and user-single has one.
+    """
+    import hashlib
+
+    fillers = [dict(row) for row in BAD_CATALOG if str(row["item_id"]).startswith("filler-")]
+    for row in fillers:
+        digest = hashlib.sha256(row["item_id"].encode()).digest()
+        row["image"] = [digest[i] / 255.0 - 0.5 for i in range(IMAGE_DIM)]
+    items = fillers + [
+        {"item_id": "mm-wrong-length", "title": "Plum nail lacquer", "brand": "Acme",
+         "categories": ["Beauty", "Nails"], "image": [0.1, 0.2, 0.3, 0.4, 0.5]},
+        {"item_id": "mm-nan", "title": "Ivory face powder", "brand": "Lumen", "categories": ["Beauty", "Makeup"],
+         "image": [float("nan")] + [0.1] * (IMAGE_DIM - 1)},
+        {"item_id": "mm-image-only", "title": "", "brand": "Unknown", "categories": [],
+         "image": [0.3] * IMAGE_DIM},
+        {"item_id": "mm-nothing", "title": "", "brand": "Unknown", "categories": [], "image": None},
+    ]
+    ids = [row["item_id"] for row in fillers if row["item_id"] != "filler-031"]
+    ids += ["mm-wrong-length", "mm-nan", "mm-image-only"]
+    interactions = []
+    for user in range(12):
+        for position in range(5):
+            item_id = ids[(user * 3 + position * (user % 5 + 1)) % len(ids)]
+            interactions.append({"user_id": f"user-{user:02d}", "item_id": item_id, "position": position})
+    interactions.append({"user_id": "user-single", "item_id": "filler-000", "position": 0})
+    return items, interactions
+
+
+@pytest.fixture(scope="session")
+def multimodal_build(workspace):
+    """Build the multimodal catalog with text, image vectors, SVD vectors, PCA and the
+    contrastive head into database sid_mm; return the process result."""
+    import json
+
+    items, interactions = multimodal_catalog()
+    (workspace / "mm_items.jsonl").write_text("\n".join(json.dumps(row) for row in items) + "\n", encoding="utf-8")
+    (workspace / "mm_interactions.jsonl").write_text(
+        "\n".join(json.dumps(row) for row in interactions) + "\n", encoding="utf-8")
+    config = write_config(workspace, "mm.yaml", f"""
+spark:
+  master: local[2]
+  warehouse_dir: {workspace / 'warehouse'}
+  delta_jars_dir: {ROOT / '.delta-jars'}
+  shuffle_partitions: 4
+mlflow:
+  tracking_uri: sqlite:///{workspace / 'mlflow.db'}
+  artifact_location: {workspace / 'mlartifacts'}
+  experiment: multimodal
+catalog:
+  format: jsonl
+  path: {workspace / 'mm_items.jsonl'}
+  interactions_path: {workspace / 'mm_interactions.jsonl'}
+embed:
+  image: {{source: vector, column: image, dim: {IMAGE_DIM}}}
+  collaborative: {{method: svd, dim: 4, window: 2}}
+  fusion:
+    pca_dim: 8
+    contrastive: {{enabled: true, epochs: 3, batch_size: 8, holdout_fraction: 0.3}}
+quantize:
+  levels: 2
+  codebook_size: 8
+tables:
+  database: sid_mm
+run:
+  work_dir: {workspace / 'work'}
+ray:
+  num_cpus: 2
+""")
+    result = run_job(["--config", str(config)], workspace)
+    sys.stderr.write(result.stderr[-4000:])
+    assert result.returncode == 0, result.stderr[-4000:]
+    return result
+
+
+@pytest.fixture(scope="session")
+def spark(workspace, beauty_builds, bad_input_build, strategy_builds, gate_failure_build, external_evaluation,
+          multimodal_build):
     from pipelines.session import build_spark
     from sid.config import SparkConfig
 
@@ -171,3 +315,19 @@ def spark(workspace, beauty_builds, bad_input_build, strategy_builds):
     ))
     yield session
     session.stop()
+
+
+@pytest.fixture(scope="session")
+def ray_runtime():
+    """One local Ray runtime, shared by every test of the session that needs Ray.
+
+    Four logical CPUs: two Ray Train workers take one each and Ray Data's reads need more.
+    """
+    import ray
+
+    from pipelines.session import init_ray
+    from sid.config import RayConfig
+
+    init_ray(RayConfig(num_cpus=4))
+    yield ray
+    ray.shutdown()

@@ -84,7 +84,7 @@ def test_flat_params_cover_every_section():
     assert params["quantize.levels"] == "3"
     assert params["catalog.format"] == "recbole"
     assert {key.split(".")[0] for key in params} == {
-        "spark", "ray", "mlflow", "catalog", "embed", "quantize", "resolve", "tables", "run",
+        "spark", "ray", "mlflow", "catalog", "embed", "quantize", "resolve", "tables", "evaluate", "gate", "run",
     }
 
 
@@ -92,3 +92,41 @@ def test_config_hash_tracks_quantizer_settings_only():
     base = load_config()
     assert config_hash(base) == config_hash(load_config(overrides={"spark.master": "local[1]"}))
     assert config_hash(base) != config_hash(load_config(overrides={"quantize.levels": 4}))
+
+
+def test_gate_defaults_require_unique_sids():
+    config = load_config()
+    assert config.gate.thresholds == {"final/collision_rate": {"max": 0.0}}
+    assert config.evaluate.hit_rate_ks == (10, 20, 100)
+
+
+def test_gate_thresholds_from_yaml(tmp_path):
+    config = load_config(write(tmp_path, "gate:\n  thresholds:\n    final/gini: {max: 1}\n    purity/level_1: {min: 0.5}\n"))
+    assert config.gate.thresholds == {"final/gini": {"max": 1.0}, "purity/level_1": {"min": 0.5}}
+
+
+def test_gate_unknown_bound_rejected(tmp_path):
+    with pytest.raises(ConfigError, match=r"invalid config section gate:.*unknown bounds \['mx'\]"):
+        load_config(write(tmp_path, "gate:\n  thresholds:\n    final/gini: {mx: 1}\n"))
+
+
+def test_gate_bound_must_be_number(tmp_path):
+    with pytest.raises(ConfigError, match=r"gate\.thresholds\.final/gini\.max='low'.*expected float"):
+        load_config(write(tmp_path, "gate:\n  thresholds:\n    final/gini: {max: low}\n"))
+
+
+def test_gate_min_above_max_rejected(tmp_path):
+    with pytest.raises(ConfigError, match="min 2.0 greater than max 1.0"):
+        load_config(write(tmp_path, "gate:\n  thresholds:\n    final/gini: {min: 2, max: 1}\n"))
+
+
+def test_evaluate_ranges(tmp_path):
+    with pytest.raises(ConfigError, match=r"evaluate\.hit_rate_ks=\[0, 10\] must list cutoffs >= 1"):
+        load_config(write(tmp_path, "evaluate:\n  hit_rate_ks: [0, 10]\n"))
+    with pytest.raises(ConfigError, match="evaluate.neighbour_k=0 must be >= 1"):
+        load_config(write(tmp_path, "evaluate:\n  neighbour_k: 0\n"))
+
+
+def test_extra_conf_values_stay_strings(tmp_path):
+    config = load_config(write(tmp_path, "spark:\n  extra_conf:\n    spark.executor.cores: 2\n"))
+    assert config.spark.extra_conf == {"spark.executor.cores": "2"}
