@@ -2,7 +2,7 @@
 # Install everything, then run the whole test suite (unit and integration).
 #   bash scripts/test.sh [PYTEST ARGS...]
 # Integration tests run the real job on a 2,000-item Beauty slice with local Spark, Delta,
-# Ray and MLflow; the whole run takes about 10 minutes on 2 cores.
+# Ray and MLflow; the tests took 16 minutes on a quiet 2-core machine.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$ROOT/scripts/install.sh"
