@@ -32,10 +32,10 @@ import numpy as np
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.results_page import write_section  # noqa: E402
 from sid.catalog import parse_category_list  # noqa: E402
 from sid.embed.text import render_item_text  # noqa: E402
 
-RESULTS = ROOT / "benchmarks" / "RESULTS.md"
 SECTION_START = "<!-- embed:start -->"
 SECTION_END = "<!-- embed:end -->"
 BEAUTY = (ROOT / ".." / "shared" / "data" / "amazon-beauty-2014").resolve()
@@ -181,15 +181,7 @@ def write_section(args: argparse.Namespace, text_rows: list[tuple[int, float, fl
         _drift_sentence(collaborative["word2vec_unordered_max_difference"]),
         SECTION_END,
     ]
-    text = RESULTS.read_text(encoding="utf-8") if RESULTS.exists() else "# Benchmark results\n"
-    block = "\n".join(lines)
-    if SECTION_START in text and SECTION_END in text:
-        head, rest = text.split(SECTION_START, 1)
-        _, tail = rest.split(SECTION_END, 1)
-        text = head + block + tail
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    RESULTS.write_text(text, encoding="utf-8")
+    write_section(lines, start=SECTION_START, end=SECTION_END)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -32,13 +32,13 @@ import pyarrow.parquet as pq
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.results_page import write_section  # noqa: E402
 from pipelines.resolve import resolve_sids  # noqa: E402
 from pipelines.session import build_spark  # noqa: E402
 from sid.codes import priority_hash  # noqa: E402
 from sid.config import ResolveConfig, SparkConfig  # noqa: E402
 from sid.quantize import ResidualKMeans, encode_residual  # noqa: E402
 
-RESULTS = ROOT / "benchmarks" / "RESULTS.md"
 SECTION_START = "<!-- resolve:start -->"
 SECTION_END = "<!-- resolve:end -->"
 # Rows generated and encoded per chunk; bounds the driver's memory while writing Parquet.
@@ -211,7 +211,7 @@ def main(argv: list[str]) -> int:
     lines = _results_table(args, items, raw_rate, rows, seconds_sql, rounds, baseline_unplaced)
     print("\n".join(lines))
     if not args.no_results:
-        _write_section(lines)
+        write_section(lines, start=SECTION_START, end=SECTION_END)
     spark.stop()
     return 0
 
@@ -249,16 +249,6 @@ def _results_table(args, items, raw_rate, rows, seconds_sql, rounds, baseline_un
     return lines
 
 
-def _write_section(lines: list[str]) -> None:
-    text = RESULTS.read_text(encoding="utf-8") if RESULTS.exists() else "# Benchmark results\n"
-    block = "\n".join(lines)
-    if SECTION_START in text and SECTION_END in text:
-        head, rest = text.split(SECTION_START, 1)
-        _, tail = rest.split(SECTION_END, 1)
-        text = head + block + tail
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    RESULTS.write_text(text, encoding="utf-8")
 
 
 if __name__ == "__main__":
