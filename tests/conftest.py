@@ -15,19 +15,14 @@ import sys
 
 import pytest
 
+from pipelines.session import loopback_environment
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 BEAUTY = (ROOT / ".." / "shared" / "data" / "amazon-beauty-2014").resolve()
 SLICE_ITEMS = 2000
 
+loopback_environment()
 for key, value in {
-    "SPARK_LOCAL_IP": "127.0.0.1",
-    "RAY_USAGE_STATS_ENABLED": "0",
-    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
-    "MLFLOW_DISABLE_TELEMETRY": "true",
-    "DO_NOT_TRACK": "true",
-    "HF_HUB_OFFLINE": "1",
-    "TRANSFORMERS_OFFLINE": "1",
-    "TOKENIZERS_PARALLELISM": "false",
     # Cut Ray Train's fixed start-up and shutdown overhead on small test runs.
     "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2",
     "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0",

@@ -49,7 +49,7 @@ def read_quantizer_folder(
     meta = read_quantizer_meta(folder)
     if meta.get("method") != method or meta.get("format_version") not in format_versions:
         raise QuantizerError(
-            f"{folder} holds method={meta.get('method')!r} format_version={meta.get('format_version')!r}; "
+            f"{folder} contains method={meta.get('method')!r} format_version={meta.get('format_version')!r}; "
             f"expected method={method!r} with format_version in {list(format_versions)}. "
             "Load it with the quantizer class of that method (sid.quantize.load_quantizer picks it), "
             "or retrain the codebooks with this version"

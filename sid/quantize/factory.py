@@ -57,6 +57,6 @@ def load_quantizer(path: str | pathlib.Path):
     method = read_quantizer_meta(path).get("method")
     if method not in classes:
         raise QuantizerError(
-            f"{path} holds a quantizer of method={method!r}; this version reads {', '.join(sorted(classes))}"
+            f"{path} contains a quantizer of method={method!r}; this version reads {', '.join(sorted(classes))}"
         )
     return classes[method].load(path)

@@ -279,5 +279,5 @@ def _pair_vectors(data: np.ndarray, pairs: tuple[np.ndarray, np.ndarray]) -> tup
                 f"pair indices must lie in [0, {len(data)}), got values from {side.min()} to {side.max()}"
             )
     if len(left) < 2:
-        raise QuantizerError(f"pairs holds {len(left)} pairs; the InfoNCE term needs at least 2")
+        raise QuantizerError(f"pairs contains {len(left)} pairs; the InfoNCE term needs at least 2")
     return data[left], data[right]
