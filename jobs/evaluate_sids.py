@@ -31,7 +31,7 @@ import logging
 import pathlib
 import sys
 
-from sid.errors import SidError
+from sid.errors import BusyError, SidError
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -59,22 +59,27 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
 
     from build_sids import overrides_from_args
-    from pipelines.session import build_spark
+    from pipelines.session import build_spark, metastore_lock
     from sid.config import load_config
 
     spark = None
     try:
         args.catalog_path = args.catalog_format = None
         config = load_config(args.config, overrides=overrides_from_args(args))
-        spark = build_spark(config.spark)
-        evaluate(spark, config, args, log)
+        with metastore_lock(config.spark, holder="evaluate_sids"):
+            try:
+                spark = build_spark(config.spark)
+                evaluate(spark, config, args, log)
+            finally:
+                if spark is not None:
+                    spark.stop()
         return 0
+    except BusyError as error:
+        log.error("%s", error)
+        return 4
     except SidError as error:
         log.error("%s", error)
         return 2
-    finally:
-        if spark is not None:
-            spark.stop()
 
 
 def evaluate(spark, config, args: argparse.Namespace, log: logging.Logger) -> None:

@@ -29,7 +29,9 @@ from sid.tracking import MlflowRun
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
-__all__ = ["GateResult", "active_version", "evaluate_build", "publish_evaluation", "write_metrics"]
+__all__ = [
+    "GateResult", "active_version", "create_current_view", "evaluate_build", "publish_evaluation", "write_metrics",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -155,13 +157,27 @@ def _activate(spark: SparkSession, config: PipelineConfig, codebook_version: str
     table = tables.qualified_name(config.tables, "active_version")
     tables.write_version(row.withColumn("activated_at", F.current_timestamp()), spark, table,
                          schema=tables.ACTIVE_VERSION_SCHEMA, key_column="database", key_value=database)
+    create_current_view(spark, config)
+    logger.info("active_version database=%s codebook_version=%s", database, codebook_version)
+
+
+def create_current_view(spark: SparkSession, config: PipelineConfig) -> str:
+    """(Re)create the view item_sids_current: the active version's rows minus retired items.
+
+    Returns the view's name. Creates the retired_items table when it does not exist yet.
+    """
+    database = config.tables.database
     view = tables.qualified_name(config.tables, "item_sids_current")
     item_sids = tables.qualified_name(config.tables, "item_sids")
+    active = tables.qualified_name(config.tables, "active_version")
+    retired = tables.qualified_name(config.tables, "retired_items")
+    tables.ensure_table(spark, retired, tables.RETIRED_ITEMS_SCHEMA)
     spark.sql(
         f"CREATE OR REPLACE VIEW {view} AS SELECT s.* FROM {item_sids} s "
-        f"JOIN {table} a ON s.codebook_version = a.codebook_version WHERE a.`database` = '{database}'"
+        f"JOIN {active} a ON s.codebook_version = a.codebook_version AND a.`database` = '{database}' "
+        f"LEFT ANTI JOIN {retired} r ON r.codebook_version = s.codebook_version AND r.item_id = s.item_id"
     )
-    logger.info("active_version database=%s codebook_version=%s view=%s", database, codebook_version, view)
+    return view
 
 
 def _log_metric_table(key: str, metrics: dict[str, float]) -> None:

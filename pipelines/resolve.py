@@ -4,6 +4,10 @@
 ``forge_random``, ``ecm``, ``rrs``) group items by their first L-1 codes (a band), resolve
 last-level moves per band in ``applyInPandas``, then finish the few items left ``pending``
 in one global pass on the driver.
+
+An incremental run passes ``taken``, the SIDs already published: they are never handed
+out again. Then every group of new items goes through ``applyInPandas`` with the taken SIDs
+that share its prefix.
 """
 
 from __future__ import annotations
@@ -50,6 +54,7 @@ def resolve_sids(
     *,
     codebooks: Sequence[np.ndarray],
     seed: int,
+    taken: DataFrame | None = None,
 ) -> DataFrame:
     """Return ``RESOLVED_COLUMNS`` (item_id, codes, collided, moved, levels_changed,
     distance_increase, step), one row per row of ``assigned``.
@@ -57,10 +62,50 @@ def resolve_sids(
     ``assigned`` needs item_id, raw_codes, popularity and priority_hash; the re-assignment
     strategies also need candidate_codes, candidate_distances and latent (the vector the
     codebooks quantize).
+
+    ``taken``: a frame with column ``codes`` (array<int>) of SIDs that must not be handed
+    out, e.g. the published SIDs of the active version in an incremental run.
     """
+    if taken is not None:
+        if config.strategy == "suffix":
+            return _resolve_suffix_against(assigned, config, taken, levels=len(codebooks))
+        return _resolve_bands(assigned, config, codebooks=codebooks, seed=seed, taken=taken)
     if config.strategy == "suffix":
         return _resolve_suffix(assigned, config)
     return _resolve_bands(assigned, config, codebooks=codebooks, seed=seed)
+
+
+def _resolve_suffix_against(assigned: DataFrame, config: ResolveConfig, taken: DataFrame, *, levels: int) -> DataFrame:
+    """Suffix strategy for new items next to published SIDs: one pandas call per raw SID,
+    with the taken SIDs that start with that raw SID."""
+    from pyspark.sql import functions as F
+
+    from sid.resolve.suffix import resolve_suffix
+
+    mode = config.suffix_mode
+    taken_by_raw = (
+        taken.select(F.slice(F.col("codes"), 1, levels).alias("raw_codes"), F.col("codes"))
+        .groupBy("raw_codes").agg(F.collect_list("codes").alias("_taken"))
+    )
+    grouped = assigned.select("item_id", "raw_codes", "popularity", "priority_hash").join(
+        taken_by_raw, "raw_codes", "left")
+
+    def resolve_group(group: pd.DataFrame) -> pd.DataFrame:
+        first = group["_taken"].iloc[0]
+        taken_sids = [tuple(int(code) for code in sid) for sid in first] if first is not None else []
+        raw = tuple(int(code) for code in group["raw_codes"].iloc[0])
+        result = resolve_suffix(group.drop(columns=["_taken"]), taken=taken_sids, mode=mode)
+        return pd.DataFrame({
+            "item_id": result["item_id"],
+            "codes": result["codes"],
+            "collided": result["collided"] | any(sid[:len(raw)] == raw for sid in taken_sids),
+            "moved": False,
+            "levels_changed": 0,
+            "distance_increase": 0.0,
+            "step": ["append" if len(codes) > len(raw) else "keep" for codes in result["codes"]],
+        })[RESOLVED_COLUMNS]
+
+    return grouped.groupBy("raw_codes").applyInPandas(resolve_group, schema=RESOLVED_SCHEMA)
 
 
 def _resolve_suffix(assigned: DataFrame, config: ResolveConfig) -> DataFrame:
@@ -93,14 +138,20 @@ def _resolve_suffix(assigned: DataFrame, config: ResolveConfig) -> DataFrame:
     )
 
 
-def _resolve_bands(assigned: DataFrame, config: ResolveConfig, *, codebooks, seed: int) -> DataFrame:
+def _resolve_bands(assigned: DataFrame, config: ResolveConfig, *, codebooks, seed: int,
+                   taken: DataFrame | None = None) -> DataFrame:
     from pyspark.sql import functions as F
 
     resolver = make_resolver(config, seed=seed)
     levels = [np.asarray(codebook, dtype=np.float32) for codebook in codebooks]
 
     def resolve_band(group: pd.DataFrame) -> pd.DataFrame:
-        resolved = resolver.resolve_group(group.drop(columns=["_band"]), taken=(), codebooks=levels)
+        band_taken = ()
+        if "_taken" in group.columns:
+            first = group["_taken"].iloc[0]
+            band_taken = [tuple(int(code) for code in sid) for sid in first] if first is not None else []
+            group = group.drop(columns=["_taken"])
+        resolved = resolver.resolve_group(group.drop(columns=["_band"]), taken=band_taken, codebooks=levels)
         return resolved[RESOLVED_COLUMNS]
 
     # Stage 1: last-level moves inside each band of equal first L-1 codes. Only bands that
@@ -109,6 +160,19 @@ def _resolve_bands(assigned: DataFrame, config: ResolveConfig, *, codebooks, see
 
     inputs = assigned.withColumnRenamed("latent", "embedding").select(*BAND_INPUT_COLUMNS)
     band = F.slice(F.col("raw_codes"), 1, F.size("raw_codes") - 1)
+    if taken is not None:
+        # New items next to published SIDs: every band goes through the resolver, with
+        # the taken SIDs of that band.
+        band_taken = (
+            taken.select(F.slice(F.col("codes"), 1, len(levels) - 1).alias("_band"), F.col("codes"))
+            .groupBy("_band").agg(F.collect_list("codes").alias("_taken"))
+        )
+        banded = (
+            inputs.withColumn("_band", band).join(band_taken, "_band", "left")
+            .groupBy("_band").applyInPandas(resolve_band, schema=RESOLVED_SCHEMA)
+        ).persist()
+        return _finish_pending(banded, inputs, resolver, config, levels, taken=taken)
+
     over_full = F.count(F.lit(1)).over(Window.partitionBy("raw_codes")) > config.capacity
     flagged = (
         inputs.withColumn("_band", band)
@@ -128,6 +192,13 @@ def _resolve_bands(assigned: DataFrame, config: ResolveConfig, *, codebooks, see
     banded = calm.unionByName(
         contested.groupBy("_band").applyInPandas(resolve_band, schema=RESOLVED_SCHEMA)
     ).persist()
+    return _finish_pending(banded, inputs, resolver, config, levels)
+
+
+def _finish_pending(banded: DataFrame, inputs: DataFrame, resolver, config: ResolveConfig, levels,
+                    taken: DataFrame | None = None) -> DataFrame:
+    """Resolve the items that stage 1 left pending in one pass on the driver."""
+    from pyspark.sql import functions as F
 
     pending_ids = [row.item_id for row in banded.where(F.col("step") == STEP_PENDING).select("item_id").collect()]
     if not pending_ids:
@@ -139,9 +210,10 @@ def _resolve_bands(assigned: DataFrame, config: ResolveConfig, *, codebooks, see
     # millions of items, but a catalog beyond that needs a distributed second stage.
     done = banded.where(F.col("step") != STEP_PENDING)
     assigned_sids = [tuple(row.codes) for row in done.select("codes").collect()]
+    taken_sids = [tuple(row.codes) for row in taken.select("codes").collect()] if taken is not None else ()
     pending = inputs.where(F.col("item_id").isin(pending_ids)).toPandas()
-    finished = resolver.resolve_pending(pending, assigned=assigned_sids, taken=(), codebooks=levels)
-    spark = assigned.sparkSession
+    finished = resolver.resolve_pending(pending, assigned=assigned_sids, taken=taken_sids, codebooks=levels)
+    spark = inputs.sparkSession
     finished_frame = spark.createDataFrame(_spark_rows(finished[RESOLVED_COLUMNS]), schema=RESOLVED_SCHEMA)
     return done.unionByName(finished_frame)
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import logging
 import os
 import pathlib
 import sys
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from sid.config import RayConfig, SparkConfig
@@ -15,7 +17,7 @@ from sid.errors import ConfigError
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
-__all__ = ["DELTA_MAVEN_VERSION", "build_spark", "init_ray", "loopback_environment"]
+__all__ = ["DELTA_MAVEN_VERSION", "build_spark", "init_ray", "loopback_environment", "metastore_lock"]
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +41,48 @@ def loopback_environment() -> None:
     """Set the telemetry and loopback variables unless the caller set them already."""
     for key, value in LOOPBACK_ENVIRONMENT.items():
         os.environ.setdefault(key, value)
+
+
+@contextlib.contextmanager
+def metastore_lock(config: SparkConfig, *, holder: str) -> Iterator[None]:
+    """Hold an exclusive lock on the local warehouse while a job runs.
+
+    The embedded Derby metastore admits one Spark process at a time; a second one would
+    fail deep inside Hive. This lock (a file in ``warehouse_dir``) makes the second job stop
+    at once with a message naming the holder. With ``metastore_uri`` set (a shared Hive
+    metastore), concurrent jobs are allowed and Delta's commit checks keep tables intact.
+    """
+    import fcntl
+
+    from sid.errors import BusyError
+
+    if config.metastore_uri:
+        yield
+        return
+    warehouse = pathlib.Path(config.warehouse_dir).resolve()
+    warehouse.mkdir(parents=True, exist_ok=True)
+    path = warehouse / ".sid-pipeline.lock"
+    with open(path, "a+", encoding="utf-8") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            owner = handle.read().strip() or "unknown"
+            raise BusyError(
+                f"another job holds the local warehouse {warehouse} ({owner}); its embedded Derby metastore "
+                f"admits one job at a time. Wait for it to finish, or set spark.metastore_uri to a shared "
+                f"Hive metastore to run jobs side by side"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid={os.getpid()} {holder}\n")
+        handle.flush()
+        try:
+            yield
+        finally:
+            handle.seek(0)
+            handle.truncate()
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def build_spark(config: SparkConfig) -> SparkSession:

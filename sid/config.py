@@ -36,6 +36,7 @@ __all__ = [
     "RqvaeConfig",
     "SweepConfig",
     "ResolveConfig",
+    "IncrementalConfig",
     "RunConfig",
     "SparkConfig",
     "TablesConfig",
@@ -380,8 +381,16 @@ class TablesConfig:
     quarantine: str = "quarantine"
     sid_metrics: str = "sid_metrics"
     active_version: str = "active_version"
-    # View over item_sids restricted to the version named in active_version.
+    # View over item_sids restricted to the version named in active_version, without
+    # retired items.
     item_sids_current: str = "item_sids_current"
+    # SIDs an incremental run resolved, held here until its publish stage merges them.
+    item_sids_staged: str = "item_sids_staged"
+    # Items of the active version that left the catalog; their SIDs stay taken for
+    # incremental.retention_days.
+    retired_items: str = "retired_items"
+    # Items whose SID changed between a full build and the version active before it.
+    sid_version_diff: str = "sid_version_diff"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -423,6 +432,16 @@ class GateConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class IncrementalConfig:
+    # An item that leaves the catalog keeps its SID reserved this many days; then the SID
+    # may go to a new item.
+    retention_days: int = 90
+    # Mark published items that the catalog snapshot lacks as retired. Set false when the
+    # incremental input holds only new items rather than the whole catalog.
+    retire_missing: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
 class RunConfig:
     seed: int = 42
     # Repartition the catalog into this many partitions; None keeps the reader's.
@@ -445,6 +464,7 @@ class PipelineConfig:
     tables: TablesConfig = dataclasses.field(default_factory=TablesConfig)
     evaluate: EvaluateConfig = dataclasses.field(default_factory=EvaluateConfig)
     gate: GateConfig = dataclasses.field(default_factory=GateConfig)
+    incremental: IncrementalConfig = dataclasses.field(default_factory=IncrementalConfig)
     run: RunConfig = dataclasses.field(default_factory=RunConfig)
 
     def __post_init__(self) -> None:
@@ -625,6 +645,10 @@ def _describe(hint: Any) -> str:
 
 def _check_ranges(config: PipelineConfig) -> None:
     """Reject values that have the right type but cannot work."""
+    if config.incremental.retention_days < 0:
+        raise ConfigError(
+            f"incremental.retention_days={config.incremental.retention_days} must be 0 or more days"
+        )
     quantize = config.quantize
     # SID strings name levels a..z, and the suffix strategy may append one more level.
     if not 1 <= quantize.levels <= 25:

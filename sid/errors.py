@@ -44,3 +44,8 @@ class QualityGateError(SidError, RuntimeError):
     def __init__(self, message: str, failures: list) -> None:
         super().__init__(message)
         self.failures = failures
+
+
+class BusyError(PipelineError):
+    """Another job holds the warehouse, or concurrent commits kept conflicting; the run
+    changed nothing and can be retried later with the same run id (jobs exit with code 4)."""

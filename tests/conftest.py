@@ -298,9 +298,82 @@ ray:
     return result
 
 
+# Incremental scenario on the small catalog: the fillers 26..31 are held back from the
+# first full build, arrive in two daily batches, fillers 0 and 1 leave on day 1 and
+# filler 0 comes back on day 2; then a full rebuild of the last snapshot.
+HELD_BACK = [f"filler-{index:03d}" for index in range(26, 32)]
+
+
+def incremental_snapshots() -> dict[str, list[dict]]:
+    base = [row for row in BAD_CATALOG if row["item_id"] not in HELD_BACK]
+    day1 = [row for row in base if row["item_id"] not in ("filler-000", "filler-001")]
+    day1 += [row for row in BAD_CATALOG if row["item_id"] in HELD_BACK[:3]]
+    day2 = day1 + [row for row in BAD_CATALOG if row["item_id"] in HELD_BACK[3:] or row["item_id"] == "filler-000"]
+    return {"base": base, "day1": day1, "day2": day2}
+
+
+@pytest.fixture(scope="session")
+def incremental_runs(workspace, bad_input_build):
+    """Full build, two incremental days (day 2 run twice), a full rebuild and an export,
+    all in database sid_inc. Return the process results by name."""
+    import json
+
+    paths = {}
+    for name, rows in incremental_snapshots().items():
+        paths[name] = workspace / f"inc_{name}.jsonl"
+        paths[name].write_text("\n".join(json.dumps(row) for row in rows) + "\n", encoding="utf-8")
+    common = ["--config", str(workspace / "bad.yaml"), "--set", "tables.database=sid_inc"]
+    steps = {
+        "base": ["--run-id", "inc-base", "--catalog-path", str(paths["base"])],
+        "day1": ["--mode", "incremental", "--run-id", "inc-day1", "--catalog-path", str(paths["day1"])],
+        "day2": ["--mode", "incremental", "--run-id", "inc-day2", "--catalog-path", str(paths["day2"])],
+        "day2_rerun": ["--mode", "incremental", "--run-id", "inc-day2", "--stage", "publish",
+                       "--catalog-path", str(paths["day2"])],
+        "rebuild": ["--run-id", "inc-rebuild", "--catalog-path", str(paths["day2"])],
+    }
+    results = {}
+    for name, args in steps.items():
+        results[name] = run_job([*common, *args], workspace)
+        sys.stderr.write(results[name].stderr[-2000:])
+        assert results[name].returncode == 0, f"{name}: " + results[name].stderr[-4000:]
+    results["export"] = run_job([*common, "--output", str(workspace / "export_inc"), "--format", "jsonl"],
+                                workspace, script="export_sids.py")
+    assert results["export"].returncode == 0, results["export"].stderr[-4000:]
+    return results
+
+
+@pytest.fixture(scope="session")
+def killed_and_rerun(workspace, bad_input_build):
+    """Start a build of the small catalog in database sid_kill, kill it with SIGKILL when
+    the train stage starts, then rerun the same run id. Return (kill log, rerun result)."""
+    import signal
+
+    args = ["--config", str(workspace / "bad.yaml"), "--set", "tables.database=sid_kill", "--run-id", "kill-1"]
+    env = dict(os.environ, SPARK_DRIVER_MEMORY="2g")
+    process = subprocess.Popen(
+        ["bash", str(ROOT / "scripts" / "spark-submit.sh"), str(ROOT / "jobs" / "build_sids.py"), *args],
+        cwd=workspace, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+    )
+    lines = []
+    for line in process.stdout:
+        lines.append(line)
+        if "stage=train status=started" in line:
+            # The whole process group: the driver, its JVM and the Python workers.
+            os.killpg(process.pid, signal.SIGKILL)
+            break
+    process.stdout.close()
+    process.wait(timeout=120)
+    killed_log = "".join(lines)
+    assert "stage=train status=started" in killed_log, killed_log[-4000:]
+    rerun = run_job(args, workspace)
+    sys.stderr.write(rerun.stderr[-2000:])
+    assert rerun.returncode == 0, rerun.stderr[-4000:]
+    return killed_log, rerun
+
+
 @pytest.fixture(scope="session")
 def spark(workspace, beauty_builds, bad_input_build, strategy_builds, gate_failure_build, external_evaluation,
-          multimodal_build):
+          multimodal_build, incremental_runs, killed_and_rerun):
     from pipelines.session import build_spark
     from sid.config import SparkConfig
 

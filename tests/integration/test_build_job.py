@@ -30,10 +30,11 @@ def test_sids_unique(spark):
 
 
 def test_count_conserved(spark):
-    runs = spark.sql("SELECT mlflow_run_id, count(*) AS n FROM sid.item_sids GROUP BY mlflow_run_id").collect()
+    runs = spark.sql("SELECT codebook_version, count(*) AS n FROM sid.item_sids GROUP BY codebook_version").collect()
     assert len(runs) == 2
     for run in runs:
-        quarantined = spark.sql(f"SELECT count(*) AS n FROM sid.quarantine WHERE run_id = '{run.mlflow_run_id}'")
+        # A full build's codebook version is its run id, the key of its quarantine rows.
+        quarantined = spark.sql(f"SELECT count(*) AS n FROM sid.quarantine WHERE run_id = '{run.codebook_version}'")
         assert run.n + quarantined.collect()[0].n == SLICE_ITEMS
 
 
@@ -52,6 +53,15 @@ def test_rerun_with_other_partitioning_gives_same_sids(spark):
         WHERE a.codebook_version = '{first}' AND b.codebook_version = '{second}' AND a.sid <> b.sid
     """).collect()[0].n
     assert differing == 0
+
+
+def test_second_build_diffed_against_the_first(spark, beauty_builds):
+    first, second = versions(spark)
+    # Same items, config and seed: no SID changed, and the log says so.
+    rows = spark.sql(f"SELECT count(*) AS n FROM sid.sid_version_diff WHERE to_version = '{second}'").collect()
+    assert rows[0].n == 0
+    assert re.search(rf"version_diff from={first} to={second} unchanged={SLICE_ITEMS} changed=0 added=0 removed=0",
+                     beauty_builds[1].stderr)
 
 
 def test_codebooks_table(spark):
@@ -75,8 +85,9 @@ def test_item_lookup_by_sql(spark):
 
 def test_summary_logged(beauty_builds):
     for result in beauty_builds:
-        assert re.search(rf"summary items_in={SLICE_ITEMS} sids_out={SLICE_ITEMS} quarantined=0", result.stderr)
-        for stage in ("ingest", "embed", "train", "assign", "resolve", "publish"):
+        assert re.search(rf"summary run_id=\S+ mode=full items_in={SLICE_ITEMS} sids_out={SLICE_ITEMS} quarantined=0",
+                         result.stderr)
+        for stage in ("embed", "train", "resolve", "publish"):
             assert f"stage={stage} status=finished" in result.stderr
 
 

@@ -97,3 +97,40 @@ def test_spark_stage_matches_library(spark, strategy):
         resolved = resolve_items(library_items, make_resolver(config, seed=3), codebooks=codebooks)
         expected = dict(zip(resolved["item_id"], map(tuple, resolved["codes"])))
     assert results[0] == expected
+
+
+@pytest.mark.parametrize("strategy", ("suffix", "ecm", "rrs", "forge_knn", "forge_random"))
+def test_spark_stage_never_reuses_taken_sids(spark, strategy):
+    """An incremental batch: 100 new items resolved next to the SIDs of 300 published ones."""
+    from pipelines.resolve import make_resolver, resolve_sids
+    from sid.config import ResolveConfig
+    from sid.resolve import resolve_items, resolve_suffix
+
+    items, codebooks = synthetic_assigned()
+    config = ResolveConfig(strategy=strategy)
+    published_items, new_items = items.iloc[:300], items.iloc[300:]
+    published = resolve_sids(spark.createDataFrame(published_items, schema=ASSIGNED_DDL), config,
+                              codebooks=codebooks, seed=3).select("codes")
+    taken = {tuple(row.codes) for row in published.collect()}
+    taken_frame = spark.createDataFrame([(list(sid),) for sid in sorted(taken)], "codes ARRAY<INT>")
+    frame = spark.createDataFrame(new_items, schema=ASSIGNED_DDL)
+    results = []
+    for partitions in (1, 4):
+        resolved = resolve_sids(frame.repartition(partitions), config, codebooks=codebooks, seed=3,
+                                taken=taken_frame).toPandas()
+        results.append(dict(zip(resolved["item_id"], map(tuple, resolved["codes"]))))
+    assert results[0] == results[1]
+    assert len(results[0]) == len(new_items)
+    assert len(set(results[0].values())) == len(new_items)
+    assert not set(results[0].values()) & taken
+
+    library_items = new_items.rename(columns={"latent": "embedding"})
+    if strategy == "suffix":
+        expected = {}
+        for _, group in library_items.groupby(library_items["raw_codes"].map(tuple)):
+            resolved = resolve_suffix(group, taken=taken)
+            expected.update(zip(resolved["item_id"], map(tuple, resolved["codes"])))
+    else:
+        resolved = resolve_items(library_items, make_resolver(config, seed=3), codebooks=codebooks, taken=taken)
+        expected = dict(zip(resolved["item_id"], map(tuple, resolved["codes"])))
+    assert results[0] == expected

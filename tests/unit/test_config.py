@@ -84,7 +84,8 @@ def test_flat_params_cover_every_section():
     assert params["quantize.levels"] == "3"
     assert params["catalog.format"] == "recbole"
     assert {key.split(".")[0] for key in params} == {
-        "spark", "ray", "mlflow", "catalog", "embed", "quantize", "resolve", "tables", "evaluate", "gate", "run",
+        "spark", "ray", "mlflow", "catalog", "embed", "quantize", "resolve", "tables", "evaluate", "gate",
+        "incremental", "run",
     }
 
 
