@@ -30,13 +30,11 @@ same run id), 1 for any other failure.
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
 from pipelines.build import MODES, STAGES
-from sid.errors import BusyError, QualityGateError, SidError
-
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+from pipelines.session import exit_code, job_logger, job_session
+from sid.errors import SidError
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -75,18 +73,12 @@ def overrides_from_args(args: argparse.Namespace) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    # Libraries log at WARNING; the pipeline's own stage and summary lines at INFO.
-    logging.basicConfig(level=logging.WARNING, format=LOG_FORMAT, stream=sys.stderr, force=True)
-    for name in ("sid", "pipelines", "build_sids"):
-        logging.getLogger(name).setLevel(logging.INFO)
-    log = logging.getLogger("build_sids")
+    log = job_logger("build_sids")
     args = parse_args(sys.argv[1:] if argv is None else argv)
 
     from pipelines.build import check_run_id, new_run_id, run_build
-    from pipelines.session import build_spark, init_ray, metastore_lock
     from sid.config import load_config
 
-    spark = None
     try:
         config = load_config(args.config, overrides=overrides_from_args(args))
         stages = STAGES if args.stage == "all" else (args.stage,)
@@ -94,30 +86,13 @@ def main(argv: list[str] | None = None) -> int:
             log.error("--stage %s needs --run-id, so that the later stages find this stage's output", args.stage)
             return 2
         run_id = check_run_id(args.run_id) if args.run_id else new_run_id()
-        with metastore_lock(config.spark, holder=f"build_sids run_id={run_id} stage={args.stage}"):
-            try:
-                # Ray first: starting it after the Spark JVM resets py4j's idle connections.
-                init_ray(config.ray)
-                spark = build_spark(config.spark)
-                run_build(spark, config, run_id=run_id, mode=args.mode, stages=stages)
-            finally:
-                # Stop Spark while the lock is held, so the next job finds Derby free.
-                if spark is not None:
-                    spark.stop()
-                    spark = None
+        with job_session(config, holder=f"build_sids run_id={run_id} stage={args.stage}", with_ray=True) as spark:
+            run_build(spark, config, run_id=run_id, mode=args.mode, stages=stages)
         return 0
-    except QualityGateError as error:
-        log.error("%s", error)
-        return 3
-    except BusyError as error:
-        log.error("%s", error)
-        return 4
     except SidError as error:
         log.error("%s", error)
-        return 2
+        return exit_code(error)
     finally:
-        if spark is not None:
-            spark.stop()
         _shutdown_ray()
 
 

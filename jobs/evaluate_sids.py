@@ -31,9 +31,8 @@ import logging
 import pathlib
 import sys
 
-from sid.errors import BusyError, SidError
-
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+from pipelines.session import exit_code, job_logger, job_session
+from sid.errors import SidError
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -52,34 +51,21 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.WARNING, format=LOG_FORMAT, stream=sys.stderr, force=True)
-    for name in ("sid", "pipelines", "evaluate_sids"):
-        logging.getLogger(name).setLevel(logging.INFO)
-    log = logging.getLogger("evaluate_sids")
+    log = job_logger("evaluate_sids")
     args = parse_args(sys.argv[1:] if argv is None else argv)
 
     from build_sids import overrides_from_args
-    from pipelines.session import build_spark, metastore_lock
     from sid.config import load_config
 
-    spark = None
     try:
         args.catalog_path = args.catalog_format = None
         config = load_config(args.config, overrides=overrides_from_args(args))
-        with metastore_lock(config.spark, holder="evaluate_sids"):
-            try:
-                spark = build_spark(config.spark)
-                evaluate(spark, config, args, log)
-            finally:
-                if spark is not None:
-                    spark.stop()
+        with job_session(config, holder="evaluate_sids") as spark:
+            evaluate(spark, config, args, log)
         return 0
-    except BusyError as error:
-        log.error("%s", error)
-        return 4
     except SidError as error:
         log.error("%s", error)
-        return 2
+        return exit_code(error)
 
 
 def evaluate(spark, config, args: argparse.Namespace, log: logging.Logger) -> None:

@@ -13,12 +13,10 @@ holds the local warehouse, 1 otherwise.
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
-from sid.errors import BusyError, SidError
-
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+from pipelines.session import exit_code, job_logger, job_session
+from sid.errors import SidError
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -33,37 +31,24 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.WARNING, format=LOG_FORMAT, stream=sys.stderr, force=True)
-    for name in ("sid", "pipelines", "export_sids"):
-        logging.getLogger(name).setLevel(logging.INFO)
-    log = logging.getLogger("export_sids")
+    log = job_logger("export_sids")
     args = parse_args(sys.argv[1:] if argv is None else argv)
 
     from build_sids import overrides_from_args
     from pipelines.export import export_sids
-    from pipelines.session import build_spark, metastore_lock
     from sid.config import load_config
 
-    spark = None
     try:
         args.catalog_path = args.catalog_format = None
         config = load_config(args.config, overrides=overrides_from_args(args))
-        with metastore_lock(config.spark, holder="export_sids"):
-            try:
-                spark = build_spark(config.spark)
-                result = export_sids(spark, config, args.output, version=args.version, output_format=args.format)
-            finally:
-                if spark is not None:
-                    spark.stop()
+        with job_session(config, holder="export_sids") as spark:
+            result = export_sids(spark, config, args.output, version=args.version, output_format=args.format)
         log.info("exported codebook_version=%s items=%d vocabulary=%d tokens to %s", result.version, result.items,
                  sum(result.sizes), result.output)
         return 0
-    except BusyError as error:
-        log.error("%s", error)
-        return 4
     except SidError as error:
         log.error("%s", error)
-        return 2
+        return exit_code(error)
 
 
 if __name__ == "__main__":

@@ -326,6 +326,8 @@ class FullBuild:
         if gate.previous_version is not None and gate.previous_version != version:
             diff = diff_versions(spark, config, from_version=gate.previous_version, to_version=version)
             context.tracking.log_metrics(diff, prefix="diff")
+            context.tracking.log_dict({"from_version": gate.previous_version, "to_version": version, **diff},
+                                      "diff/version_diff.json")
             metrics.update({f"diff/{key}": value for key, value in diff.items()})
         context.gate = gate
         context.summary = BuildSummary(
@@ -337,9 +339,11 @@ class FullBuild:
     def log_summary(self, summary: BuildSummary) -> None:
         metrics = summary.metrics
         config = self.context.config
+        # A sweep winner may have other levels than the quantize section, so the levels
+        # come from the metrics of the stored codebooks.
+        levels = sum(1 for key in metrics if re.fullmatch(r"quantize/level_\d+/utilization", key))
         utilization = " ".join(
-            f"L{level}={metrics.get(f'quantize/level_{level}/utilization', float('nan')):.3f}"
-            for level in range(config.quantize.levels)
+            f"L{level}={metrics[f'quantize/level_{level}/utilization']:.3f}" for level in range(levels)
         )
         logger.info(
             "summary run_id=%s mode=full items_in=%d sids_out=%d quarantined=%d strategy=%s raw_collision_rate=%.4f "

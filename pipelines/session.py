@@ -11,13 +11,16 @@ import sys
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from sid.config import RayConfig, SparkConfig
-from sid.errors import ConfigError
+from sid.config import PipelineConfig, RayConfig, SparkConfig
+from sid.errors import BusyError, ConfigError, QualityGateError, SidError
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
-__all__ = ["DELTA_MAVEN_VERSION", "build_spark", "init_ray", "loopback_environment", "metastore_lock"]
+__all__ = [
+    "DELTA_MAVEN_VERSION", "build_spark", "exit_code", "init_ray", "job_logger", "job_session", "loopback_environment",
+    "metastore_lock",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +46,42 @@ def loopback_environment() -> None:
         os.environ.setdefault(key, value)
 
 
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def job_logger(name: str) -> logging.Logger:
+    """Set up a job's logging: libraries at WARNING, the pipeline's own lines at INFO."""
+    logging.basicConfig(level=logging.WARNING, format=LOG_FORMAT, stream=sys.stderr, force=True)
+    for logger_name in ("sid", "pipelines", name):
+        logging.getLogger(logger_name).setLevel(logging.INFO)
+    return logging.getLogger(name)
+
+
+def exit_code(error: SidError) -> int:
+    """Return a job's exit code for ``error``: 4 busy (retry later), 3 quality gate failed,
+    2 invalid configuration or input."""
+    if isinstance(error, BusyError):
+        return 4
+    if isinstance(error, QualityGateError):
+        return 3
+    return 2
+
+
+@contextlib.contextmanager
+def job_session(config: PipelineConfig, *, holder: str, with_ray: bool = False) -> Iterator[SparkSession]:
+    """Hold the warehouse lock, start Ray (optionally) and Spark, and stop Spark before the
+    lock is released, so the next job finds the Derby metastore free."""
+    with metastore_lock(config.spark, holder=holder):
+        if with_ray:
+            # Ray first: starting it after the Spark JVM resets py4j's idle connections.
+            init_ray(config.ray)
+        spark = build_spark(config.spark)
+        try:
+            yield spark
+        finally:
+            spark.stop()
+
+
 @contextlib.contextmanager
 def metastore_lock(config: SparkConfig, *, holder: str) -> Iterator[None]:
     """Hold an exclusive lock on the local warehouse while a job runs.
@@ -53,8 +92,6 @@ def metastore_lock(config: SparkConfig, *, holder: str) -> Iterator[None]:
     metastore), concurrent jobs are allowed and Delta's commit checks keep tables intact.
     """
     import fcntl
-
-    from sid.errors import BusyError
 
     if config.metastore_uri:
         yield

@@ -1,25 +1,11 @@
 """The README's warehouse SQL runs as written, from a second SparkSession on the job's
 metastore, and a table reads without Spark through the deltalake package."""
 
-import pathlib
-import re
-
 import pytest
 
+from benchmarks.incremental_beauty import readme_statements
+
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
-
-README = pathlib.Path(__file__).resolve().parents[2] / "README.md"
-
-
-def readme_statements() -> list[str]:
-    text = README.read_text(encoding="utf-8")
-    section = text[text.index("## Query the results"):]
-    section = section[:section.index("\n## ", 1)]
-    statements = []
-    for block in re.findall(r"```sql\n(.*?)```", section, flags=re.S):
-        lines = [line for line in block.splitlines() if not line.strip().startswith("--")]
-        statements += [statement.strip() for statement in "\n".join(lines).split(";") if statement.strip()]
-    return statements
 
 
 def test_readme_has_the_common_questions():
