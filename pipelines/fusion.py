@@ -104,9 +104,15 @@ def write_pairs(fused: DataFrame, sequences: DataFrame, config: PipelineConfig, 
     """Write consecutive co-occurring pairs with their fused vectors to Parquet; return the count.
 
     Pairs are unordered and distinct, both items usable; at most ``max_pairs``, those with
-    the smallest seeded hash. Columns: left_embedding, right_embedding, bucket (int).
+    the smallest seeded hash. The pairs that the embedding hit rate holds out
+    (:func:`pipelines.retrieval.held_out_pairs` over the usable items, with
+    ``evaluate.hit_rate_pairs`` and ``run.seed``) are left out. Columns: left_embedding,
+    right_embedding, bucket (int).
     """
     from pyspark.sql import functions as F
+
+    from pipelines.retrieval import training_pairs
+    from sid.catalog import read_catalog
 
     contrastive = config.embed.fusion.contrastive
     seed = config.run.seed
@@ -119,6 +125,10 @@ def write_pairs(fused: DataFrame, sequences: DataFrame, config: PipelineConfig, 
         .select(F.least("a", "b").alias("left_id"), F.greatest("a", "b").alias("right_id")).distinct()
     )
     vectors = fused.where("usable").select("item_id", "embedding")
+    interactions = read_catalog(fused.sparkSession, config.catalog).interactions
+    if interactions is not None:
+        consecutive = training_pairs(consecutive, interactions, vectors, max_pairs=config.evaluate.hit_rate_pairs,
+                                     seed=seed)
     key = F.sha2(F.concat_ws(":", F.lit(str(seed)), "left_id", "right_id"), 256)
     pairs = (
         consecutive.join(vectors.toDF("left_id", "left_embedding"), "left_id")

@@ -27,7 +27,7 @@ from sid.metrics import neighbour_recall, target_ranks
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
 
-__all__ = ["RetrievalResult", "retrieval_metrics"]
+__all__ = ["RetrievalResult", "drop_held_out_pairs", "held_out_pairs", "retrieval_metrics", "training_pairs"]
 
 logger = logging.getLogger(__name__)
 
@@ -116,19 +116,32 @@ def retrieval_metrics(
 
 
 def _sample_pairs(covered: DataFrame, interactions: DataFrame | None, *, max_pairs: int, seed: int) -> pd.DataFrame:
-    """Return up to ``max_pairs`` distinct (item_id, next_item_id) consecutive pairs of
-    covered items, those with the smallest seeded hash of the pair.
+    """Return the :func:`held_out_pairs` of the covered items as pandas (item_id, next_item_id)."""
+    if interactions is None:
+        return pd.DataFrame({"item_id": [], "next_item_id": []})
+    return held_out_pairs(interactions, covered, max_pairs=max_pairs, seed=seed).toPandas()
 
-    NOTE: every pair counts as held out. That is true for residual k-means, which trains on
-    single embeddings, but a quantizer trained on co-occurring pairs must exclude them here.
+
+def held_out_pairs(interactions: DataFrame, items: DataFrame, *, max_pairs: int, seed: int) -> DataFrame:
+    """Return the consecutive pairs (item_id, next_item_id) that the embedding hit rate scores.
+
+    The candidates are the distinct ordered pairs of neighbouring items in each user's
+    sequence (ordered by position, then item_id), with i != j and both items in ``items``
+    (an item_id column). The ``max_pairs`` candidates with the smallest sha256 of
+    "seed:item_id:next_item_id" are held out. Training that uses co-occurring pairs (the
+    RQ-VAE's InfoNCE term, the contrastive fusion head) removes them with
+    :func:`drop_held_out_pairs`, so the hit rate is measured on pairs the training never saw.
+
+    NOTE: the selection depends on ``items``. A build trains and evaluates on the same
+    embedded items, so both sides select the same pairs. An evaluation restricted to fewer
+    items can select pairs beyond the ones its training left out. The collaborative
+    vectors (SVD or Word2Vec) still count every interaction, held-out pairs included.
     """
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
-    if interactions is None:
-        return pd.DataFrame({"item_id": [], "next_item_id": []})
     order = Window.partitionBy("user_id").orderBy("position", "item_id")
-    ids = covered.select("item_id")
+    ids = items.select("item_id")
     pairs = (
         interactions.select("user_id", "item_id", "position")
         .withColumn("next_item_id", F.lead("item_id").over(order))
@@ -139,8 +152,48 @@ def _sample_pairs(covered: DataFrame, interactions: DataFrame | None, *, max_pai
         .join(ids.withColumnRenamed("item_id", "next_item_id"), "next_item_id", "left_semi")
     )
     key = F.sha2(F.concat_ws(":", F.lit(str(seed)), F.col("item_id"), F.col("next_item_id")), 256)
-    sample = pairs.withColumn("_key", key).orderBy("_key").limit(max_pairs).select("item_id", "next_item_id")
-    return sample.toPandas()
+    return pairs.withColumn("_key", key).orderBy("_key").limit(max_pairs).select("item_id", "next_item_id")
+
+
+def training_pairs(pairs: DataFrame, interactions: DataFrame, items: DataFrame, *, max_pairs: int,
+                   seed: int) -> DataFrame:
+    """Return ``pairs`` (left_id, right_id) without the hit rate's held-out pairs.
+
+    When the held-out pairs are all the pairs there are (a catalog with fewer consecutive
+    pairs than ``max_pairs``), nothing would be left to train on: then every pair is kept,
+    and a warning says that the hit rate of this build is measured on training pairs.
+    """
+    held_out = held_out_pairs(interactions, items, max_pairs=max_pairs, seed=seed)
+    kept = drop_held_out_pairs(pairs, held_out).cache()
+    if kept.limit(1).count() == 0:
+        kept.unpersist()
+        logger.warning(
+            "every co-occurring pair is among the %d pairs the embedding hit rate holds out; training uses "
+            "them all, so this build's hit rate is measured on training pairs (lower evaluate.hit_rate_pairs "
+            "to keep some out)", max_pairs)
+        return pairs
+    return kept
+
+
+def drop_held_out_pairs(pairs: DataFrame, held_out: DataFrame, *, left: str = "left_id",
+                        right: str = "right_id") -> DataFrame:
+    """Return the rows of ``pairs`` whose items (``left``, ``right``) are not a held-out pair.
+
+    ``held_out`` is a :func:`held_out_pairs` frame. A held-out pair matches in either order,
+    because training pairs are unordered.
+    """
+    from pyspark.sql import functions as F
+
+    unordered = held_out.select(
+        F.least("item_id", "next_item_id").alias("_low"), F.greatest("item_id", "next_item_id").alias("_high")
+    ).distinct()
+    low = F.least(F.col(left), F.col(right))
+    high = F.greatest(F.col(left), F.col(right))
+    return (
+        pairs.withColumn("_low", low).withColumn("_high", high)
+        .join(unordered, ["_low", "_high"], "left_anti")
+        .drop("_low", "_high")
+    )
 
 
 def _collect_candidates(covered: DataFrame, pairs: pd.DataFrame, max_items: int) -> tuple[pd.DataFrame, bool]:

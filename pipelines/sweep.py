@@ -15,6 +15,7 @@ import pathlib
 import tempfile
 from typing import TYPE_CHECKING
 
+from pipelines.retrieval import training_pairs
 from pipelines.train import TrainResult, finish_fit, start_fit, train_quantizer
 from sid.config import PipelineConfig, QuantizeConfig
 from sid.quantize import best_candidate
@@ -72,7 +73,9 @@ def write_training_pairs(embedded: DataFrame, sample_folder: pathlib.Path, confi
     """Write co-occurring pairs of sampled items to Parquet and return their number.
 
     Pairs are consecutive items of each user's sequence (by position, then item_id),
-    unordered and distinct, with both sides in the training sample. At most
+    unordered and distinct, with both sides in the training sample. The pairs that the
+    embedding hit rate holds out (:func:`pipelines.retrieval.held_out_pairs` over the items
+    of ``embedded``, with ``evaluate.hit_rate_pairs`` and ``run.seed``) are left out. At most
     ``quantize.train_sample_size`` pairs are kept, those with the smallest seeded hash.
     Columns: left_hash, right_hash (priority hashes), left_embedding, right_embedding.
     """
@@ -97,6 +100,8 @@ def write_training_pairs(embedded: DataFrame, sample_folder: pathlib.Path, confi
         .select(F.least("item_id", "next_item").alias("left_id"), F.greatest("item_id", "next_item").alias("right_id"))
         .distinct()
     )
+    consecutive = training_pairs(consecutive, interactions, embedded, max_pairs=config.evaluate.hit_rate_pairs,
+                                 seed=config.run.seed)
     sampled = spark.read.parquet(str(sample_folder)).select("priority_hash")
     vectors = embedded.select("item_id", "priority_hash", "embedding").join(sampled, "priority_hash", "left_semi")
     left = vectors.select(F.col("item_id").alias("left_id"), F.col("priority_hash").alias("left_hash"),
