@@ -1,10 +1,10 @@
 """Nightly-run scenario on Amazon Beauty: a full build, three incremental days, a full rebuild.
 
 A seeded slice of Beauty items is held back from the first full build and arrives in three
-daily batches; a few published items leave the catalog on day 2. The script runs the real
-job (scripts/spark-submit.sh jobs/build_sids.py) for each step, then checks from a second
-SparkSession that no published SID moved, and prints the version diff of the rebuild and
-the output of the README's warehouse SQL.
+daily batches. A few published items leave the catalog on day 2. The script runs the real
+job (scripts/spark-submit.sh jobs/build_sids.py) for each step. Then it checks that no
+published SID moved, and prints the version diff of the rebuild and the output of the
+README's warehouse SQL from a second SparkSession.
 
     .venv/bin/python benchmarks/incremental_beauty.py --work-dir /tmp/beauty_incremental
 """
@@ -106,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     work = pathlib.Path(args.work_dir).resolve()
     work.mkdir(parents=True, exist_ok=True)
     snapshots = write_snapshots(work, args.batch, args.leaving)
+
     common = ["--config", args.config, "--catalog-format", "parquet",
               "--set", f"catalog.interactions_path={work / 'interactions'}",
               "--set", f"spark.warehouse_dir={work / 'warehouse'}",
@@ -122,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
                               "--catalog-path", str(work / "snapshot_day3")]),
         ("full-rebuild", ["--run-id", "beauty-rebuild", "--catalog-path", str(work / "snapshot_day3")]),
     ]
+
     timings = {}
     summaries = {}
     base_sids = None
@@ -129,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         timings[name], summaries[name] = run_step(name, [*common, *step_args], work)
         if name == "full-base":
             base_sids = read_sids(work, "beauty-base")
+
     report = check_and_query(work, base_sids, snapshots)
     print(report)
     if not args.no_results:

@@ -172,6 +172,7 @@ def main(argv: list[str]) -> int:
     from pyspark.sql import functions as F
 
     folder = pathlib.Path(args.work_dir) / f"resolve_{args.items}"
+    load_at_start = os.getloadavg()[0]
     seconds, codebooks = time_run(f"generate items={args.items}", lambda: make_catalog(args, folder))
 
     spark = build_spark(SparkConfig(
@@ -208,7 +209,8 @@ def main(argv: list[str]) -> int:
     baseline_unplaced = items - placed.count()
     print(f"forge_sql_baseline rounds={rounds} unplaced={baseline_unplaced}", flush=True)
 
-    lines = _results_table(args, items, raw_rate, rows, seconds_sql, rounds, baseline_unplaced)
+    loads = (load_at_start, os.getloadavg()[0])
+    lines = _results_table(args, items, raw_rate, rows, seconds_sql, rounds, baseline_unplaced, loads)
     print("\n".join(lines))
     if not args.no_results:
         write_section(lines, start=SECTION_START, end=SECTION_END)
@@ -222,7 +224,7 @@ def _run_baseline(frame, args):
     return placed, rounds
 
 
-def _results_table(args, items, raw_rate, rows, seconds_sql, rounds, baseline_unplaced) -> list[str]:
+def _results_table(args, items, raw_rate, rows, seconds_sql, rounds, baseline_unplaced, loads) -> list[str]:
     today = datetime.date.today().isoformat()
     command = "python benchmarks/resolve.py " + " ".join(sys.argv[1:])
     lines = [
@@ -232,6 +234,8 @@ def _results_table(args, items, raw_rate, rows, seconds_sql, rounds, baseline_un
         f"{today}; {platform.machine()}, {os.cpu_count()} cores, Spark local[2]; command: `{command.strip()}`.",
         f"{items:,} synthetic items, {args.levels} levels x {args.codebook_size} codes, latent dim {args.dim}, "
         f"raw collision rate {raw_rate:.4f}. Time covers the resolve stage only (input cached).",
+        f"1-minute load average {loads[0]:.1f} at the start and {loads[1]:.1f} at the end. A load above "
+        f"{os.cpu_count()} means that other processes shared the cores, so the times are upper bounds.",
         "",
         "| strategy | seconds | items per minute | final collisions | items moved | time / FORGE SQL |",
         "| --- | ---: | ---: | ---: | ---: | ---: |",
