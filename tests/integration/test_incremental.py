@@ -17,7 +17,12 @@ def sids_of(spark, database, version):
 
 
 def test_incremental_days_never_move_a_published_sid(spark, incremental_runs):
-    base = sids_of(spark, "sid_inc", "inc-base")
+    # The table as the base build left it: the commit before the first incremental MERGE.
+    history = spark.sql("DESCRIBE HISTORY sid_inc.item_sids").collect()
+    first_merge = min(row.version for row in history if row.operation == "MERGE")
+    before = spark.sql(f"SELECT item_id, sid FROM sid_inc.item_sids VERSION AS OF {first_merge - 1} "
+                       f"WHERE codebook_version = 'inc-base'").collect()
+    base = {row.item_id: row.sid for row in before}
     # The base build saw every clean item but the held-back ones.
     assert not set(HELD_BACK) & set(base)
     rows = spark.sql("SELECT item_id, sid, mlflow_run_id FROM sid_inc.item_sids "
@@ -150,6 +155,8 @@ def test_concurrent_writers_leave_every_version_intact(spark):
     table = "sid_bad.concurrent_writes"
     spark.sql(f"DROP TABLE IF EXISTS {table}")
     schema = "version STRING NOT NULL, value INT"
+    # Created first: the writers race on commits, not on creating the metastore entry.
+    tables.ensure_table(spark, table, schema)
     errors = []
 
     def write(version: str) -> None:
