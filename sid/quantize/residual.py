@@ -17,6 +17,13 @@ from sid.errors import QuantizerError
 
 __all__ = ["EncodeResult", "check_vectors", "decode_residual", "encode_residual"]
 
+# Rows encoded together, so that a block's (rows x K) float64 distance matrix stays in the
+# CPU cache. On 40,000 vectors of 64 or 256 dims with 3 levels of 256 codes, blocks of 4096
+# rows encoded 1.3x (top-1) to 2.2x (top-10) faster than one matrix for the whole batch.
+# That was measured on one thread of a shared 2-core AMD EPYC VM. Each row is encoded on
+# its own, so the block size does not change any code.
+ENCODE_BLOCK_ROWS = 4096
+
 
 @dataclasses.dataclass(frozen=True)
 class EncodeResult:
@@ -69,24 +76,29 @@ def encode_residual(
     L2-normalized codewords (cosine assignment) and reports those distances, while the
     residual still subtracts the codeword itself, so that decoding stays a plain sum.
     """
-    residual = np.asarray(vectors, dtype=np.float64).copy()
-    n = residual.shape[0]
+    vectors = np.asarray(vectors)
+    n = vectors.shape[0]
     k_max = max(1, min(top_k, min(len(codebook) for codebook in codebooks)))
     codes = np.zeros((n, len(codebooks)), dtype=np.int64)
     candidate_codes = np.zeros((n, len(codebooks), k_max), dtype=np.int64)
     candidate_distances = np.zeros((n, len(codebooks), k_max), dtype=np.float32)
-
-    for level, codebook in enumerate(codebooks):
+    # (codewords compared with, codewords subtracted) per level.
+    levels = []
+    for codebook in codebooks:
         centroids = np.asarray(codebook, dtype=np.float64)
-        if normalize_residuals:
-            distances = _squared_distances(_unit_rows(residual), _unit_rows(centroids))
-        else:
-            distances = _squared_distances(residual, centroids)
-        nearest = _nearest_sorted(distances, k_max)
-        codes[:, level] = nearest[:, 0]
-        candidate_codes[:, level] = nearest
-        candidate_distances[:, level] = np.take_along_axis(distances, nearest, axis=1)
-        residual -= centroids[nearest[:, 0]]
+        levels.append((_unit_rows(centroids) if normalize_residuals else centroids, centroids))
+
+    for start in range(0, n, ENCODE_BLOCK_ROWS):
+        block = slice(start, min(n, start + ENCODE_BLOCK_ROWS))
+        residual = np.array(vectors[block], dtype=np.float64)
+        for level, (targets, centroids) in enumerate(levels):
+            points = _unit_rows(residual) if normalize_residuals else residual
+            distances = _squared_distances(points, targets)
+            nearest = _nearest_sorted(distances, k_max)
+            codes[block, level] = nearest[:, 0]
+            candidate_codes[block, level] = nearest
+            candidate_distances[block, level] = np.take_along_axis(distances, nearest, axis=1)
+            residual -= centroids[nearest[:, 0]]
     return EncodeResult(codes, candidate_codes, candidate_distances)
 
 
@@ -114,23 +126,35 @@ def _unit_rows(matrix: np.ndarray) -> np.ndarray:
 
 
 def _squared_distances(points: np.ndarray, centroids: np.ndarray) -> np.ndarray:
-    # ||x - c||^2 = ||x||^2 - 2 x.c + ||c||^2, clipped at 0 against rounding.
-    cross = points @ centroids.T
-    distances = (points * points).sum(axis=1, keepdims=True) - 2.0 * cross + (centroids * centroids).sum(axis=1)
-    return np.maximum(distances, 0.0)
+    # ||x - c||^2 = ||x||^2 - 2 x.c + ||c||^2, clipped at 0 against rounding. The in-place
+    # steps round exactly as (||x||^2 - 2 x.c) + ||c||^2 does, without temporary matrices.
+    distances = points @ centroids.T
+    distances *= -2.0
+    distances += (points * points).sum(axis=1, keepdims=True)
+    distances += (centroids * centroids).sum(axis=1)
+    np.maximum(distances, 0.0, out=distances)
+    return distances
 
 
 def _nearest_sorted(distances: np.ndarray, k: int) -> np.ndarray:
     """Return the k smallest columns per row, by distance then by column index."""
-    if k < distances.shape[1]:
-        part = np.argpartition(distances, k - 1, axis=1)[:, :k]
-        # argpartition may cut through a tie at the k-th distance; widen to every column
-        # tied with the cut so that the lowest indices win.
-        threshold = np.take_along_axis(distances, part, axis=1).max(axis=1, keepdims=True)
-        if ((distances <= threshold).sum(axis=1) > k).any():
-            part = np.argsort(distances, axis=1, kind="stable")[:, :k]
+    rows, columns = distances.shape
+    if k < columns:
+        # Every column at or below the k-th smallest distance of its row is a candidate. A row
+        # with exactly k candidates needs no tie-breaking to pick its set.
+        kth = np.partition(distances, k - 1, axis=1)[:, k - 1:k]
+        below = distances <= kth
+        exact = below.sum(axis=1) == k
+        part = np.empty((rows, k), dtype=np.int64)
+        # np.nonzero walks the rows in order, so each row yields its k columns in index order.
+        if exact.all():
+            part[:] = np.nonzero(below)[1].reshape(rows, k)
+        else:
+            part[exact] = np.nonzero(below[exact])[1].reshape(-1, k)
+            # A tie at the k-th distance (or a NaN) goes to the lowest column indices.
+            part[~exact] = np.argsort(distances[~exact], axis=1, kind="stable")[:, :k]
     else:
-        part = np.tile(np.arange(distances.shape[1]), (distances.shape[0], 1))
+        part = np.tile(np.arange(columns), (rows, 1))
     part_distances = np.take_along_axis(distances, part, axis=1)
     order = np.lexsort((part, part_distances), axis=1)
     return np.take_along_axis(part, order, axis=1)
