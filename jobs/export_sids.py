@@ -7,7 +7,7 @@ Run from the repository root after a build:
 Writes ``items/`` (Parquet or JSON Lines: item_id, codebook_version, sid, tokens, token_ids),
 ``vocab.txt`` (line n is the token with id n) and ``vocab.json`` (per level: letter, size,
 offset). Exit codes: 0 on success, 2 for invalid configuration or input, 4 when another job
-holds the local warehouse, 1 otherwise.
+has locked the local warehouse, 1 otherwise.
 """
 
 from __future__ import annotations

@@ -72,7 +72,7 @@ DEFAULT_EXPORT_DIR = "out/sids"
 DEFAULT_DRIVER_MEMORY = "4g"
 
 # Exit codes that a retry cannot fix: 2 is invalid config or input, 3 a version that failed
-# the quality gate. Exit code 4 (another job holds the local warehouse, or commits kept
+# the quality gate. Exit code 4 (another job has locked the local warehouse, or commits kept
 # conflicting) and 1 (any other failure) are retried with back-off.
 NO_RETRY_EXIT_CODES = frozenset({2, 3})
 # SparkSubmitHook (provider 6.3.4) reports a failed spark-submit as

@@ -160,8 +160,8 @@ def training_pairs(pairs: DataFrame, interactions: DataFrame, items: DataFrame, 
     """Return ``pairs`` (left_id, right_id) without the hit rate's held-out pairs.
 
     When the held-out pairs are all the pairs there are (a catalog with fewer consecutive
-    pairs than ``max_pairs``), nothing would be left to train on: then every pair is kept,
-    and a warning says that the hit rate of this build is measured on training pairs.
+    pairs than ``max_pairs``), nothing would be left to train on. Then every pair is kept,
+    and a warning states that the hit rate of this build is measured on training pairs.
     """
     held_out = held_out_pairs(interactions, items, max_pairs=max_pairs, seed=seed)
     kept = drop_held_out_pairs(pairs, held_out).cache()

@@ -47,5 +47,6 @@ class QualityGateError(SidError, RuntimeError):
 
 
 class BusyError(PipelineError):
-    """Another job holds the warehouse, or concurrent commits kept conflicting; the run
-    changed nothing and can be retried later with the same run id (jobs exit with code 4)."""
+    """Error for a busy warehouse: another job has locked it, or concurrent commits kept
+    conflicting. The run changed nothing and can be retried later with the same run id;
+    jobs exit with code 4."""

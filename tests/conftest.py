@@ -298,9 +298,9 @@ ray:
     return result
 
 
-# Incremental scenario on the small catalog: the fillers 26..31 are held back from the
-# first full build, arrive in two daily batches, fillers 0 and 1 leave on day 1 and
-# filler 0 comes back on day 2; then a full rebuild of the last snapshot.
+# Incremental scenario on the small catalog. The fillers 26..31 are held back from the
+# first full build and arrive in two daily batches. Fillers 0 and 1 leave on day 1, and
+# filler 0 comes back on day 2. A full rebuild of the last snapshot follows.
 HELD_BACK = [f"filler-{index:03d}" for index in range(26, 32)]
 
 

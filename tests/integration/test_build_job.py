@@ -57,7 +57,7 @@ def test_rerun_with_other_partitioning_gives_same_sids(spark):
 
 def test_second_build_diffed_against_the_first(spark, beauty_builds):
     first, second = versions(spark)
-    # Same items, config and seed: no SID changed, and the log says so.
+    # Same items, config and seed: no SID changed, and the log reports it.
     rows = spark.sql(f"SELECT count(*) AS n FROM sid.sid_version_diff WHERE to_version = '{second}'").collect()
     assert rows[0].n == 0
     assert re.search(rf"version_diff from={first} to={second} unchanged={SLICE_ITEMS} changed=0 added=0 removed=0",
