@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from pipelines.fusion import write_pairs
-from pipelines.retrieval import drop_held_out_pairs, held_out_pairs
+from pipelines.retrieval import drop_held_out_pairs, held_out_pairs, training_pairs
 from pipelines.sweep import write_training_pairs
 from sid.codes import priority_hash
 from sid.config import load_config
@@ -97,6 +97,19 @@ def test_drop_held_out_pairs_either_order(spark):
     pairs = spark.createDataFrame([("a", "b"), ("c", "d"), ("a", "c"), ("b", "d")], "left_id STRING, right_id STRING")
     kept = {(row.left_id, row.right_id) for row in drop_held_out_pairs(pairs, held_out).collect()}
     assert kept == {("a", "c"), ("b", "d")}
+
+
+def test_training_pairs_keep_all_when_all_held_out(spark):
+    pairs = spark.createDataFrame(sorted(unordered(consecutive_pairs())), "left_id STRING, right_id STRING")
+    pair_count = len(consecutive_pairs())
+    all_held_out = training_pairs(pairs, interactions_frame(spark), embedded_frame(spark), max_pairs=pair_count,
+                                  seed=SEED)
+    some_held_out = training_pairs(pairs, interactions_frame(spark), embedded_frame(spark), max_pairs=HELD_OUT,
+                                   seed=SEED)
+
+    assert {(row.left_id, row.right_id) for row in all_held_out.collect()} == unordered(consecutive_pairs())
+    assert {(row.left_id, row.right_id) for row in some_held_out.collect()} == (
+        unordered(consecutive_pairs()) - unordered(expected_held_out()))
 
 
 def test_training_pairs_skip_held_out(spark, catalog, tmp_path):
