@@ -99,7 +99,7 @@ def test_drop_held_out_pairs_either_order(spark):
     assert kept == {("a", "c"), ("b", "d")}
 
 
-def test_training_pairs_keep_all_when_all_held_out(spark):
+def test_all_held_out_keeps_every_pair(spark):
     pairs = spark.createDataFrame(sorted(unordered(consecutive_pairs())), "left_id STRING, right_id STRING")
     pair_count = len(consecutive_pairs())
     all_held_out = training_pairs(pairs, interactions_frame(spark), embedded_frame(spark), max_pairs=pair_count,
