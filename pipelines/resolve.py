@@ -203,19 +203,32 @@ def _finish_pending(banded: DataFrame, inputs: DataFrame, resolver, config: Reso
     pending_ids = [row.item_id for row in banded.where(F.col("step") == STEP_PENDING).select("item_id").collect()]
     if not pending_ids:
         return banded
-    logger.info("resolve strategy=%s pending=%d items go to the global pass", config.strategy, len(pending_ids))
-
-    # Stage 2: the leftovers on the driver, against every SID stage 1 handed out.
-    # NOTE: this collects the SIDs of all resolved items to the driver; fine up to tens of
-    # millions of items, but a catalog beyond that needs a distributed second stage.
-    done = banded.where(F.col("step") != STEP_PENDING)
-    assigned_sids = [tuple(row.codes) for row in done.select("codes").collect()]
-    taken_sids = [tuple(row.codes) for row in taken.select("codes").collect()] if taken is not None else ()
     pending = inputs.where(F.col("item_id").isin(pending_ids)).toPandas()
-    finished = resolver.resolve_pending(pending, assigned=assigned_sids, taken=taken_sids, codebooks=levels)
+
+    # Stage 2 runs on the driver. Only assigned and taken SIDs in the bands that the pending
+    # items can reach can change its result, so only those are collected.
+    # NOTE: when the pending items reach most bands, every SID still comes to the driver.
     spark = inputs.sparkSession
+    bands = resolver.reachable_bands(pending, codebooks=levels)
+    band_frame = spark.createDataFrame([(list(band),) for band in sorted(bands)], "_band ARRAY<INT>")
+    done = banded.where(F.col("step") != STEP_PENDING)
+    assigned_sids = _collect_within(done, band_frame, len(levels))
+    taken_sids = _collect_within(taken, band_frame, len(levels)) if taken is not None else []
+    logger.info("resolve strategy=%s pending=%d items reach %d bands; the global pass gets %d assigned and "
+                "%d taken SIDs", config.strategy, len(pending_ids), len(bands), len(assigned_sids), len(taken_sids))
+
+    finished = resolver.resolve_pending(pending, assigned=assigned_sids, taken=taken_sids, codebooks=levels)
     finished_frame = spark.createDataFrame(_spark_rows(finished[RESOLVED_COLUMNS]), schema=RESOLVED_SCHEMA)
     return done.unionByName(finished_frame)
+
+
+def _collect_within(frame: DataFrame, band_frame: DataFrame, levels: int) -> list[tuple[int, ...]]:
+    """Return the ``codes`` of ``frame`` whose first ``levels`` - 1 codes are a band of ``band_frame``."""
+    from pyspark.sql import functions as F
+
+    banded = frame.select("codes", F.slice(F.col("codes"), 1, levels - 1).alias("_band"))
+    within = banded.join(F.broadcast(band_frame), "_band", "left_semi")
+    return [tuple(row.codes) for row in within.select("codes").collect()]
 
 
 def _spark_rows(frame: pd.DataFrame) -> list[tuple]:

@@ -1,6 +1,6 @@
 """Collision resolution strategies that make every SID unique, or cap the items per SID."""
 
-from sid.resolve.bands import Resolver, band_key, resolve_items
+from sid.resolve.bands import Resolver, band_key, resolve_items, within_bands
 from sid.resolve.ecm import EcmResolver, resolve_ecm
 from sid.resolve.forge import ForgeResolver, resolve_forge
 from sid.resolve.result import (
@@ -33,4 +33,5 @@ __all__ = [
     "resolve_suffix",
     "sort_by_priority",
     "summarize_resolution",
+    "within_bands",
 ]

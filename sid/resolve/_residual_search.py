@@ -26,7 +26,7 @@ from sid.resolve._items import (
     prepare_codebooks,
     resolved_frame,
 )
-from sid.resolve.result import STEP_REASSIGN, STEP_WIDEN, empty_resolved
+from sid.resolve.result import STEP_MOVE_PARENT, STEP_REASSIGN, STEP_WIDEN, empty_resolved
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,19 +90,36 @@ class ResidualSearchResolver:
         if pending.empty:
             return empty_resolved()
         assignment, prepared, schedules = self._start(pending, codebooks, taken, assigned)
-        sizes = [len(codebook) for codebook in prepared]
+        for widths, step in self._pending_passes(schedules, [len(codebook) for codebook in prepared]):
+            _tree.search_and_place(assignment, prepared, widths, order=self.order, step=step)
+        append_disambiguation(assignment)
+        return resolved_frame(assignment, np.ones(len(assignment.codes), dtype=bool), prepared)
 
-        for widths in schedules[len(self._band_passes(schedules)) :]:
-            _tree.search_and_place(assignment, prepared, widths, order=self.order, step=STEP_REASSIGN)
+    def reachable_bands(self, pending: pd.DataFrame, *, codebooks: Sequence[np.ndarray]) -> set[tuple[int, ...]]:
+        """Return the first L-1 codes of every SID that :meth:`resolve_pending` may try for ``pending``.
+
+        Only SIDs in these bands can change its result, so a caller may pass ``assigned`` and
+        ``taken`` restricted to them.
+        """
+        if pending.empty:
+            return set()
+        assignment, prepared, schedules = self._start(pending, codebooks, (), ())
+        passes = self._pending_passes(schedules, [len(codebook) for codebook in prepared])
+        items = assignment.items
+        return _tree.reachable_bands(items.embeddings, prepared, [widths for widths, _ in passes], items.raw)
+
+    def _pending_passes(
+        self, schedules: tuple[tuple[int, ...], ...], sizes: list[int]
+    ) -> list[tuple[tuple[int, ...], str]]:
+        """Return the (widths, step) searches of the global stage, before the append fallback."""
+        passes = [(widths, STEP_REASSIGN) for widths in schedules[len(self._band_passes(schedules)) :]]
 
         # Fallback chain: widen the last pass once, move level L-1, then append a code.
         widest = _tree.widened(schedules[-1], self.widen_factor, sizes)
-        _tree.search_and_place(assignment, prepared, widest, order=self.order, step=STEP_WIDEN)
-        _tree.move_parent(
-            assignment, prepared, last_width=widest[-1], parent_width=self.parent_width, order=self.order
-        )
-        append_disambiguation(assignment)
-        return resolved_frame(assignment, np.ones(len(assignment.codes), dtype=bool), prepared)
+        passes.append((widest, STEP_WIDEN))
+        if len(sizes) >= 2:
+            passes.append((_tree.parent_widths(widest[-1], self.parent_width, sizes), STEP_MOVE_PARENT))
+        return passes
 
     def _start(
         self,

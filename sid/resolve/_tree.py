@@ -15,7 +15,6 @@ import numpy as np
 
 from sid.quantize.residual import _nearest_sorted, _squared_distances
 from sid.resolve._items import Assignment
-from sid.resolve.result import STEP_MOVE_PARENT
 
 SearchOrder = Literal["score", "depth_first"]
 
@@ -132,6 +131,31 @@ def _search_chunk(
     return paths
 
 
+def reachable_bands(
+    vectors: np.ndarray | None,
+    codebooks: Sequence[np.ndarray] | None,
+    schedules: Sequence[Sequence[int]],
+    raw: np.ndarray,
+    *,
+    chunk: int = 4096,
+) -> set[tuple[int, ...]]:
+    """Return the first L-1 codes of every candidate that a search with ``schedules`` can offer.
+
+    ``raw`` is int64 (n, L): each item's own band is included, because the append fallback
+    extends the raw SID. The first L-1 codes of a search path do not depend on the last
+    level, so the search runs over the upper codebooks only.
+    """
+    levels = raw.shape[1]
+    bands = set(map(tuple, np.unique(raw[:, : levels - 1], axis=0).tolist()))
+    if levels < 2 or vectors is None or codebooks is None:
+        return bands
+    for widths in schedules:
+        for start in range(0, len(vectors), chunk):
+            paths = search_tree(vectors[start : start + chunk], codebooks[:-1], widths[:-1], order="depth_first")
+            bands.update(map(tuple, np.unique(paths.reshape(-1, levels - 1), axis=0).tolist()))
+    return bands
+
+
 def search_and_place(
     assignment: Assignment,
     codebooks: Sequence[np.ndarray],
@@ -147,22 +171,3 @@ def search_and_place(
     candidates = search_tree(assignment.items.embeddings[pending], codebooks, widths, order=order)
     for index, paths in zip(pending, candidates):
         assignment.place_first_free(index, map(tuple, paths.tolist()), step)
-
-
-def move_parent(
-    assignment: Assignment,
-    codebooks: Sequence[np.ndarray],
-    *,
-    last_width: int,
-    parent_width: int,
-    order: SearchOrder,
-) -> None:
-    """Fallback step 2: let level L-1 move among its ``parent_width`` nearest codes.
-
-    Does nothing for SIDs of one level, which have no level L-1.
-    """
-    sizes = [len(codebook) for codebook in codebooks]
-    if len(sizes) < 2:
-        return
-    widths = parent_widths(last_width, parent_width, sizes)
-    search_and_place(assignment, codebooks, widths, order=order, step=STEP_MOVE_PARENT)

@@ -6,8 +6,9 @@ the last level stay inside a band, so a distributed job can run ``resolve_group`
 over the few items marked ``pending``. :func:`resolve_items` is that composition on one
 process, for tests and small catalogs.
 
-NOTE: ``resolve_pending`` holds every SID assigned in the first stage in one Python set,
-so the global stage is sized for catalogs whose SIDs fit the driver's memory.
+The global stage only needs the SIDs in the bands that the pending items can reach
+(``reachable_bands``). When the pending items reach most bands, that is still every SID,
+held in one Python set.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from sid.resolve._items import as_sid_set
 from sid.resolve.result import RESOLVED_COLUMNS, STEP_PENDING, empty_resolved
 from sid.resolve.suffix import sort_by_priority
 
-__all__ = ["Resolver", "band_key", "resolve_items"]
+__all__ = ["Resolver", "band_key", "resolve_items", "within_bands"]
 
 
 class Resolver(Protocol):
@@ -41,10 +42,18 @@ class Resolver(Protocol):
         codebooks: Sequence[np.ndarray],
     ) -> pd.DataFrame: ...
 
+    def reachable_bands(self, pending: pd.DataFrame, *, codebooks: Sequence[np.ndarray]) -> set[tuple[int, ...]]: ...
+
 
 def band_key(raw_codes: Sequence[int]) -> tuple[int, ...]:
     """Return the first L-1 codes of a raw SID, the key of its prefix group."""
     return tuple(int(code) for code in raw_codes[:-1])
+
+
+def within_bands(sids: Iterable[Sequence[int]], bands: set[tuple[int, ...]]) -> list[tuple[int, ...]]:
+    """Return the SIDs of ``sids`` whose first L-1 codes are in ``bands`` (L from the band length)."""
+    length = len(next(iter(bands))) if bands else 0
+    return [sid for sid in map(tuple, sids) if tuple(int(code) for code in sid[:length]) in bands]
 
 
 def resolve_items(
@@ -80,10 +89,11 @@ def resolve_items(
     resolved = banded[~is_pending]
     if is_pending.any():
         pending_items = items[items["item_id"].astype(str).isin(set(banded.loc[is_pending, "item_id"]))]
+        bands = resolver.reachable_bands(pending_items, codebooks=codebooks)
         finished = resolver.resolve_pending(
             pending_items,
-            assigned=[tuple(codes) for codes in resolved["codes"]],
-            taken=taken_set,
+            assigned=within_bands((tuple(codes) for codes in resolved["codes"]), bands),
+            taken=within_bands(taken_set, bands),
             codebooks=codebooks,
         )
         resolved = pd.concat([resolved, finished], ignore_index=True)

@@ -34,7 +34,7 @@ from sid.resolve._items import (
     prepare_codebooks,
     resolved_frame,
 )
-from sid.resolve.result import STEP_REASSIGN, STEP_WIDEN, empty_resolved
+from sid.resolve.result import STEP_MOVE_PARENT, STEP_REASSIGN, STEP_WIDEN, empty_resolved
 
 __all__ = ["ForgeResolver", "resolve_forge"]
 
@@ -134,13 +134,31 @@ class ForgeResolver:
         prepared = prepare_codebooks(codebooks, items)
         assignment = Assignment(items, Occupancy(self.capacity, taken, assigned))
 
-        if prepared is not None and items.embeddings is not None:
-            last_width = self._widest_last_width(items, prepared)
-            _tree.move_parent(
-                assignment, prepared, last_width=last_width, parent_width=self.parent_width, order="score"
-            )
+        for widths in self._pending_schedules(items, prepared):
+            _tree.search_and_place(assignment, prepared, widths, order="score", step=STEP_MOVE_PARENT)
         append_disambiguation(assignment)
         return resolved_frame(assignment, np.ones(len(assignment.codes), dtype=bool), prepared)
+
+    def reachable_bands(
+        self, pending: pd.DataFrame, *, codebooks: Sequence[np.ndarray] | None = None
+    ) -> set[tuple[int, ...]]:
+        """Return the first L-1 codes of every SID that :meth:`resolve_pending` may try for ``pending``.
+
+        Only SIDs in these bands can change its result, so a caller may pass ``assigned`` and
+        ``taken`` restricted to them.
+        """
+        if pending.empty:
+            return set()
+        items = parse_items(pending)
+        prepared = prepare_codebooks(codebooks, items)
+        return _tree.reachable_bands(items.embeddings, prepared, self._pending_schedules(items, prepared), items.raw)
+
+    def _pending_schedules(self, items: ParsedItems, codebooks: list[np.ndarray] | None) -> list[tuple[int, ...]]:
+        """Return the widths of the move_parent search (fallback step 2), or none without codebooks and embeddings."""
+        if codebooks is None or items.embeddings is None or items.levels < 2:
+            return []
+        sizes = [len(codebook) for codebook in codebooks]
+        return [_tree.parent_widths(self._widest_last_width(items, codebooks), self.parent_width, sizes)]
 
     def _alternatives(
         self, items: ParsedItems, indices: list[int], codebooks: list[np.ndarray] | None, *, start: int, count: int

@@ -20,7 +20,9 @@ from sid.resolve import (
     band_key,
     resolve_items,
     summarize_resolution,
+    within_bands,
 )
+from sid.resolve.result import STEP_PENDING
 
 
 def make_catalog(seed: int, count: int, sizes: list[int]) -> tuple[pd.DataFrame, list[np.ndarray]]:
@@ -110,6 +112,63 @@ def test_resolution_accepts_spark_arrays(name):
     resolved = resolve_items(spark_like, RESOLVERS[name], codebooks=codebooks)
 
     assert resolved["codes"].tolist() == expected["codes"].tolist()
+
+
+def first_stage(items: pd.DataFrame, resolver, codebooks, taken) -> pd.DataFrame:
+    """Run resolve_group on every band of ``items``, as the Spark stage does."""
+    groups = items.groupby(items["raw_codes"].map(lambda codes: str(band_key(codes))))
+    return pd.concat([resolver.resolve_group(group, taken=taken, codebooks=codebooks) for _, group in groups],
+                     ignore_index=True)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    count=st.integers(2, 80),
+    sizes=st.lists(st.integers(2, 12), min_size=1, max_size=3),
+    name=st.sampled_from(sorted(RESOLVERS)),
+    taken_share=st.sampled_from([0.0, 0.3]),
+)
+def test_reachable_bands_keep_result(seed, count, sizes, name, taken_share):
+    items, codebooks = make_catalog(seed, count, sizes)
+    resolver = RESOLVERS[name]
+    taken = {tuple(codes) + (0,) for codes in items["raw_codes"].iloc[: int(count * taken_share)]}
+    taken |= {tuple(codes) for codes in items["raw_codes"].iloc[int(count * taken_share) : int(count * taken_share * 2)]}
+
+    banded = first_stage(items, resolver, codebooks, taken)
+    is_pending = banded["step"] == STEP_PENDING
+    pending = items[items["item_id"].isin(set(banded.loc[is_pending, "item_id"]))]
+    assigned = [tuple(codes) for codes in banded.loc[~is_pending, "codes"]]
+    bands = resolver.reachable_bands(pending, codebooks=codebooks)
+
+    full = resolver.resolve_pending(pending, assigned=assigned, taken=taken, codebooks=codebooks)
+    restricted = resolver.resolve_pending(pending, assigned=within_bands(assigned, bands),
+                                          taken=within_bands(taken, bands), codebooks=codebooks)
+
+    pd.testing.assert_frame_equal(restricted, full)
+
+
+@pytest.mark.parametrize("name", sorted(RESOLVERS))
+def test_reachable_bands_leave_out_far_sids(name):
+    # 16 x 16 bands with 2 last-level codes each: a few bands overflow, and their pending
+    # items cannot reach every other band.
+    items, codebooks = make_catalog(11, 400, [16, 16, 2])
+    resolver = RESOLVERS[name]
+
+    banded = first_stage(items, resolver, codebooks, set())
+    is_pending = banded["step"] == STEP_PENDING
+    pending = items[items["item_id"].isin(set(banded.loc[is_pending, "item_id"]))]
+    assigned = [tuple(codes) for codes in banded.loc[~is_pending, "codes"]]
+    bands = resolver.reachable_bands(pending, codebooks=codebooks)
+    nearby = within_bands(assigned, bands)
+
+    assert len(pending) > 0
+    assert {band_key(codes) for codes in pending["raw_codes"]} <= bands
+    assert len(nearby) > 0
+    assert len(nearby) < len(assigned)
+    full = resolver.resolve_pending(pending, assigned=assigned, codebooks=codebooks)
+    restricted = resolver.resolve_pending(pending, assigned=nearby, codebooks=codebooks)
+    pd.testing.assert_frame_equal(restricted, full)
 
 
 def test_group_stage_keeps_last_level_moves_in_band():
