@@ -124,7 +124,7 @@ def main(argv: list[str]) -> int:
     print(f"embedding_version={embedding_version} items={item_count}", flush=True)
 
     started = time.perf_counter()
-    sample_size = write_training_sample(embedded, config, work_dir / "train_sample")
+    sample_size = write_training_sample(embedded, embedded, config, work_dir / "train_sample")
     trained = train_quantizer(work_dir / "train_sample", config)
     train_seconds = time.perf_counter() - started
     print(f"train method={config.quantize.method} sample={sample_size} seconds={train_seconds:.1f}", flush=True)

@@ -44,6 +44,7 @@ import pathlib
 import platform
 import shlex
 import shutil
+import subprocess
 import sys
 import threading
 import time
@@ -460,12 +461,13 @@ def run_pipeline(spark, config, catalog_folder: pathlib.Path, timer: StageTimer,
             _with_schema(rows, tables.ITEM_EMBEDDINGS_SCHEMA), spark, names["item_embeddings"],
             schema=tables.ITEM_EMBEDDINGS_SCHEMA, key_column="embedding_version", key_value=version,
         )
-        stored = spark.table(names["item_embeddings"]).where(F.col("embedding_version") == version)
-        embedded = stored.select("item_id", "embedding").join(keys, "item_id")
+        stored = (spark.table(names["item_embeddings"]).where(F.col("embedding_version") == version)
+                  .select("item_id", "embedding"))
+        embedded = stored.join(keys, "item_id")
 
     sample_folder = pathlib.Path(config.run.work_dir) / "train_sample"
     with timer.stage("train_sample") as details:
-        details["rows"] = write_training_sample(embedded, config, sample_folder)
+        details["rows"] = write_training_sample(stored, keys, config, sample_folder)
 
     with timer.stage("train", rows=record.stages[-1]["rows"]) as details:
         trained = train_candidates(embedded, sample_folder, config)
@@ -473,8 +475,8 @@ def run_pipeline(spark, config, catalog_folder: pathlib.Path, timer: StageTimer,
         details["fit_seconds"] = trained.stats.get("fit_seconds")
 
     with timer.stage("assign") as details:
-        assigned = assign_codes(embedded, trained.quantizer, top_k=config.quantize.top_k)
-        assigned = assigned.join(embedded.select("item_id", "popularity", "priority_hash"), "item_id").persist()
+        assigned = assign_codes(stored, trained.quantizer, top_k=config.quantize.top_k)
+        assigned = assigned.join(keys, "item_id").persist()
         details["rows"] = assigned.count()
 
     with timer.stage("resolve") as details:
@@ -653,6 +655,7 @@ def render_run(record: dict) -> list[str]:
         f"- Command: `{record['command']}`.",
         f"- Machine: {machine['cpu']}, {machine['cores']} cores, {machine['memory_gib']:.0f} GiB RAM, no GPU used; "
         f"Python {machine['python']}, Spark {machine['spark']}, faiss {machine['faiss']}, NumPy {machine['numpy']}.",
+        *([f"- Code: commit `{machine['commit']}`."] if machine.get("commit") else []),
         f"- Load average (1, 5, 15 min): {_loads(record['load_average_start'])} at the start, "
         f"{_loads(record['load_average_end'])} at the end; other jobs shared the machine.",
         f"- Config: {params['config_summary']}; memory and CPU sampled every {params.get('sample_seconds', 0.5)} s.",
@@ -873,7 +876,19 @@ def machine_description() -> dict:
                        if line.startswith("MemTotal:")), 0)
     return {"cpu": cpu, "cores": os.cpu_count(), "memory_gib": memory_kib / 2**20,
             "python": platform.python_version(), "spark": pyspark.__version__, "faiss": faiss.__version__,
-            "numpy": np.__version__}
+            "numpy": np.__version__, "commit": code_commit()}
+
+
+def code_commit() -> str | None:
+    """Return the short commit hash of the checkout, with "+changes" when files differ from it."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                                check=True).stdout.strip()
+        changed = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                                 capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return f"{commit}+changes" if changed else commit
 
 
 def config_summary(config) -> str:

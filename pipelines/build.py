@@ -125,13 +125,20 @@ class BuildContext:
         self.ingested()
         return self._item_count
 
-    def embeddings(self, version: str) -> DataFrame:
-        """item_id, embedding of ``version`` joined with popularity and priority_hash of the catalog."""
+    def stored_embeddings(self, version: str) -> DataFrame:
+        """Return item_id and embedding of ``version`` from the item_embeddings table."""
         from pyspark.sql import functions as F
 
-        stored = (self.spark.table(self.names["item_embeddings"])
-                  .where(F.col("embedding_version") == version).select("item_id", "embedding"))
-        return stored.join(self.ingested().items.select("item_id", "popularity", "priority_hash"), "item_id")
+        return (self.spark.table(self.names["item_embeddings"])
+                .where(F.col("embedding_version") == version).select("item_id", "embedding"))
+
+    def item_keys(self) -> DataFrame:
+        """Return item_id, popularity and priority_hash of the ingested catalog (cached)."""
+        return self.ingested().items.select("item_id", "popularity", "priority_hash")
+
+    def embeddings(self, version: str) -> DataFrame:
+        """Return item_id, embedding of ``version`` joined with popularity and priority_hash of the catalog."""
+        return self.stored_embeddings(version).join(self.item_keys(), "item_id")
 
     def load_quantizer(self, version: str):
         """Return the quantizer of codebook ``version``: the one trained in this process, or
@@ -269,10 +276,10 @@ class FullBuild:
 
     def train(self) -> None:
         context = self.context
-        embedded = context.embeddings(context.version)
         sample_folder = context.work_dir / "train_sample"
-        context.counts["train"] = write_training_sample(embedded, context.config, sample_folder)
-        trained = train_candidates(embedded, sample_folder, context.config)
+        context.counts["train"] = write_training_sample(context.stored_embeddings(context.version),
+                                                        context.item_keys(), context.config, sample_folder)
+        trained = train_candidates(context.embeddings(context.version), sample_folder, context.config)
         _write_codebooks(context, trained.codebooks)
         context.tracking.log_metrics(trained.stats, prefix="train")
         context.quantizer = trained.quantizer
@@ -281,9 +288,9 @@ class FullBuild:
         context = self.context
         config = context.config
         quantizer = context.load_quantizer(context.version)
-        embedded = context.embeddings(context.version)
-        assigned = assign_codes(embedded, quantizer, top_k=config.quantize.top_k)
-        assigned = assigned.join(embedded.select("item_id", "popularity", "priority_hash"), "item_id").persist()
+        # Encoding the stored rows before joining the keys keeps the embeddings out of the join's shuffle.
+        assigned = assign_codes(context.stored_embeddings(context.version), quantizer, top_k=config.quantize.top_k)
+        assigned = assigned.join(context.item_keys(), "item_id").persist()
         resolved = resolve_sids(assigned, config.resolve, codebooks=quantizer.codebooks, seed=config.run.seed).persist()
         context.tracking.log_metrics(resolution_metrics(resolved), prefix="resolve")
         context.tracking.log_metrics(reconstruction_metrics(assigned), prefix="quantize")

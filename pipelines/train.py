@@ -49,22 +49,31 @@ class TrainResult:
         return self.quantizer.codebooks
 
 
-def write_training_sample(embeddings: DataFrame, config: PipelineConfig, folder: pathlib.Path) -> int:
+def write_training_sample(vectors: DataFrame, keys: DataFrame, config: PipelineConfig, folder: pathlib.Path) -> int:
     """Write the seeded training sample (priority_hash, embedding, holdout_bucket) to Parquet.
 
+    ``vectors`` has item_id and embedding, ``keys`` item_id and priority_hash. The sample is
+    the ``quantize.train_sample_size`` items of both frames with the lowest priority_hash.
     Returns the number of rows written.
     """
     from pyspark.sql import functions as F
 
-    bucket = F.pmod(F.xxhash64(F.lit(f"holdout:{config.run.seed}"), F.col("priority_hash")), F.lit(HOLDOUT_BUCKETS))
-    sample = (
-        embeddings.select("priority_hash", "embedding")
+    # The items are chosen on the keys, and only their ids and hashes are broadcast (about
+    # 40 bytes per sampled item), so the catalog's embeddings are never shuffled.
+    chosen = (
+        keys.select("item_id", "priority_hash")
+        .join(vectors.select("item_id"), "item_id", "left_semi")
         .orderBy("priority_hash")
         .limit(config.quantize.train_sample_size)
+    )
+    bucket = F.pmod(F.xxhash64(F.lit(f"holdout:{config.run.seed}"), F.col("priority_hash")), F.lit(HOLDOUT_BUCKETS))
+    sample = (
+        vectors.select("item_id", "embedding").join(F.broadcast(chosen), "item_id")
+        .select("priority_hash", "embedding")
         .withColumn("holdout_bucket", bucket.cast("int"))
     )
     sample.write.mode("overwrite").parquet(str(folder))
-    return embeddings.sparkSession.read.parquet(str(folder)).count()
+    return vectors.sparkSession.read.parquet(str(folder)).count()
 
 
 def train_quantizer(sample_folder: pathlib.Path, config: PipelineConfig, *,
