@@ -58,8 +58,8 @@ def write_training_sample(vectors: DataFrame, keys: DataFrame, config: PipelineC
     """
     from pyspark.sql import functions as F
 
-    # The items are chosen on the keys, and only their ids and hashes are broadcast (about
-    # 40 bytes per sampled item), so the catalog's embeddings are never shuffled.
+    # The items are chosen on the keys, and only their ids and hashes are broadcast (an
+    # estimated 40 bytes per sampled item), so the embeddings are not shuffled.
     chosen = (
         keys.select("item_id", "priority_hash")
         .join(vectors.select("item_id"), "item_id", "left_semi")
