@@ -38,6 +38,9 @@ __all__ = ["IncrementalBuild"]
 
 logger = logging.getLogger(__name__)
 
+# New items up to this count have their ids broadcast to select their embeddings: about
+# 40 MB of ids (an estimate), well within a driver's memory.
+BROADCAST_NEW_ITEMS = 1_000_000
 ITEM_SIDS_COLUMNS = [field.split()[0] for field in tables.ITEM_SIDS_SCHEMA.split(", ")]
 
 
@@ -112,10 +115,15 @@ class IncrementalBuild:
         context = self.context
         config = context.config
         quantizer = context.load_quantizer(context.version)
-        new_ids = self._new_items().select("item_id")
-        embedded = context.embeddings(context.version).join(new_ids, "item_id", "left_semi")
-        assigned = assign_codes(embedded, quantizer, top_k=config.quantize.top_k)
-        assigned = assigned.join(embedded.select("item_id", "popularity", "priority_hash"), "item_id").persist()
+        new_keys = self._new_items().select("item_id", "popularity", "priority_hash").cache()
+        new_count = new_keys.count()
+        new_ids = new_keys.select("item_id")
+        if new_count <= BROADCAST_NEW_ITEMS:
+            # Broadcasting the new ids keeps the version's stored embeddings out of a shuffle.
+            new_ids = F.broadcast(new_ids)
+        vectors = context.stored_embeddings(context.version).join(new_ids, "item_id", "left_semi")
+        assigned = assign_codes(vectors, quantizer, top_k=config.quantize.top_k)
+        assigned = assigned.join(new_keys, "item_id").persist()
         taken = self._holding().select("codes")
         resolved = resolve_sids(assigned, config.resolve, codebooks=quantizer.codebooks, seed=config.run.seed,
                                 taken=taken).persist()
@@ -128,6 +136,7 @@ class IncrementalBuild:
         )
         resolved.unpersist()
         assigned.unpersist()
+        new_keys.unpersist()
 
     def publish(self) -> None:
         from pyspark.sql import functions as F
