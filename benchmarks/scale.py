@@ -736,34 +736,42 @@ def _render_encode(record: dict) -> list[str]:
 
 
 def render_summary(records: list[dict]) -> list[str]:
-    """Return a short summary of the largest finished run and its ratios to the next smaller one."""
+    """Return a short summary of each largest finished run (one per dimension and strategy) and its slope."""
     finished = sorted((record for record in records if record["status"] == "finished"),
                       key=lambda record: record["params"]["items"])
     if not finished:
         return []
-    largest = finished[-1]
+    most_items = finished[-1]["params"]["items"]
+    lines = []
+    for largest in (record for record in finished if record["params"]["items"] == most_items):
+        smaller = [record for record in finished if record["params"]["items"] < most_items
+                   and record["params"]["dim"] == largest["params"]["dim"]
+                   and record["params"]["strategy"] == largest["params"]["strategy"]]
+        lines += ["", _summary_line(largest, smaller[-1] if smaller else None)]
+    return lines
 
+
+def _summary_line(largest: dict, previous_record: dict | None) -> str:
+    """Return the summary sentences of run ``largest``, with ratios to ``previous_record`` when given."""
     stages = {stage["stage"]: stage for stage in largest["stages"]}
     wall = sum(stages[name]["seconds"] for name in PIPELINE_STAGES if name in stages)
     cpu = sum(stages[name]["cpu_seconds"]["total"] for name in PIPELINE_STAGES if name in stages)
     peak = max(stage["memory"].get("total", 0) for stage in largest["stages"])
     driver_python = max(stage["memory"].get("driver_python", 0) for stage in largest["stages"])
-    lines = ["", (
-        f"Summary: the largest finished run, {largest['params']['items']:,} items x {largest['params']['dim']} dims, "
-        f"spent {wall:,.0f} s wall and {cpu:,.0f} CPU s in the pipeline stages. The process tree peaked at "
+    params = largest["params"]
+    line = (
+        f"Summary, {params['items']:,} items x {params['dim']} dims (`{params['strategy']}`): "
+        f"the pipeline stages took {wall:,.0f} s wall and {cpu:,.0f} CPU s. The process tree peaked at "
         f"{_mib(peak)} MiB RSS, and the driver's Python process at {_mib(driver_python)} MiB."
-    )]
-
-    smaller = [record for record in finished[:-1] if record["params"]["dim"] == largest["params"]["dim"]
-               and record["params"]["strategy"] == largest["params"]["strategy"]]
-    if smaller:
-        previous = {stage["stage"]: stage for stage in smaller[-1]["stages"]}
+    )
+    if previous_record is not None:
+        previous = {stage["stage"]: stage for stage in previous_record["stages"]}
         previous_wall = sum(previous[name]["seconds"] for name in PIPELINE_STAGES if name in previous)
         previous_cpu = sum(previous[name]["cpu_seconds"]["total"] for name in PIPELINE_STAGES if name in previous)
-        lines[-1] += (
-            f" Against {smaller[-1]['params']['items']:,} items ({largest['params']['items'] / smaller[-1]['params']['items']:.0f}x "
-            f"the items), the pipeline stages took {wall / previous_wall:.2f}x the wall time and "
-            f"{cpu / previous_cpu:.2f}x the CPU time."
+        line += (
+            f" Against {previous_record['params']['items']:,} items "
+            f"({params['items'] / previous_record['params']['items']:.0f}x the items), the pipeline stages took "
+            f"{wall / previous_wall:.2f}x the wall time and {cpu / previous_cpu:.2f}x the CPU time."
         )
 
     encode = largest.get("encode")
@@ -771,11 +779,11 @@ def render_summary(records: list[dict]) -> list[str]:
         faiss_rate = encode["vectors"] / encode["faiss_cpu_seconds"]
         sid_rate = encode["vectors"] / encode["sid_cpu_seconds"]
         assign_rate = stages["assign"]["rows"] / stages["assign"]["cpu_seconds"]["total"]
-        lines[-1] += (
+        line += (
             f" Per CPU second, `ResidualKMeans.encode` reached {sid_rate / faiss_rate:.2f} of bare faiss's encode "
             f"throughput on the same vectors and codebooks, and the whole assign stage {assign_rate / faiss_rate:.2f}."
         )
-    return lines
+    return line
 
 
 def render_slopes(records: list[dict]) -> list[str]:
