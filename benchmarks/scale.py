@@ -741,10 +741,10 @@ def render_summary(records: list[dict]) -> list[str]:
                       key=lambda record: record["params"]["items"])
     if not finished:
         return []
-    most_items = finished[-1]["params"]["items"]
+    max_items = finished[-1]["params"]["items"]
     lines = []
-    for largest in (record for record in finished if record["params"]["items"] == most_items):
-        smaller = [record for record in finished if record["params"]["items"] < most_items
+    for largest in (record for record in finished if record["params"]["items"] == max_items):
+        smaller = [record for record in finished if record["params"]["items"] < max_items
                    and record["params"]["dim"] == largest["params"]["dim"]
                    and record["params"]["strategy"] == largest["params"]["strategy"]]
         lines += ["", _summary_line(largest, smaller[-1] if smaller else None)]
