@@ -28,6 +28,8 @@ PASS2_LAST_WIDTH = 20
 DEFAULT_PARENT_WIDTH = 16
 # One search chunk holds at most this many (node, code) distances: 2**24 float64 = 128 MiB.
 MAX_DISTANCE_ENTRIES = 1 << 24
+# Candidate codes per block of searched items (2**24 int64 = 128 MiB), unless one item has more.
+MAX_CANDIDATE_ENTRIES = 1 << 24
 
 
 def default_schedules(codebook_sizes: Sequence[int]) -> tuple[tuple[int, ...], ...]:
@@ -166,8 +168,12 @@ def search_and_place(
 ) -> None:
     """Give each unplaced item, in the priority order, its first candidate tuple with room."""
     pending = assignment.unplaced()
-    if not pending:
-        return
-    candidates = search_tree(assignment.items.embeddings[pending], codebooks, widths, order=order)
-    for index, paths in zip(pending, candidates):
-        assignment.place_first_free(index, map(tuple, paths.tolist()), step)
+    # An item's candidates do not depend on the other items, so searching a block of items
+    # at a time bounds the candidate array (MAX_CANDIDATE_ENTRIES codes) and keeps the order.
+    leaves = int(np.prod(widths, dtype=np.int64))
+    block = max(1, MAX_CANDIDATE_ENTRIES // (leaves * len(codebooks)))
+    for start in range(0, len(pending), block):
+        indices = pending[start : start + block]
+        candidates = search_tree(assignment.items.embeddings[indices], codebooks, widths, order=order)
+        for index, paths in zip(indices, candidates):
+            assignment.place_first_free(index, map(tuple, paths.tolist()), step)

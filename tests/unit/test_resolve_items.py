@@ -171,6 +171,21 @@ def test_reachable_bands_leave_out_far_sids(name):
     pd.testing.assert_frame_equal(restricted, full)
 
 
+@pytest.mark.parametrize("name", sorted(RESOLVERS))
+def test_search_blocks_keep_result(name, monkeypatch):
+    from sid.resolve import _tree
+
+    items, codebooks = make_catalog(4, 300, [4, 4, 3])
+    whole = resolve_items(items, RESOLVERS[name], codebooks=codebooks)
+
+    # Blocks of one or a few items instead of all pending items at once.
+    monkeypatch.setattr(_tree, "MAX_CANDIDATE_ENTRIES", 50)
+    blocked = resolve_items(items, RESOLVERS[name], codebooks=codebooks)
+
+    assert (whole["step"] != "keep").any()
+    pd.testing.assert_frame_equal(blocked, whole)
+
+
 def test_group_stage_keeps_last_level_moves_in_band():
     items, codebooks = make_catalog(8, 60, [3, 3, 3])
 
